@@ -1,0 +1,1 @@
+"""CellSeg Serve inference engine: image IO, pre/postprocessing, batching and profiling."""

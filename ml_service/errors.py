@@ -1,0 +1,60 @@
+"""Typed errors of the inference engine.
+
+Every error the engine raises for a caller derives from :class:`EngineError` and carries a
+stable machine-readable ``code``; the gateway maps these classes to HTTP status codes in one
+table, so nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of every error the engine reports to its callers."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidImage(EngineError):
+    """The bytes are not a decodable image (empty, truncated, corrupt or degenerate)."""
+
+    code = "invalid_image"
+
+
+class UnsupportedFormat(InvalidImage):
+    """The image format (or its pixel type) is not one the engine reads."""
+
+    code = "unsupported_format"
+
+
+class ImageTooLarge(InvalidImage):
+    """The image has more pixels than ``MAX_IMAGE_PIXELS`` allows."""
+
+    code = "image_too_large"
+
+
+class InvalidParameters(EngineError):
+    """Segmentation parameters out of range (threshold, minimum area)."""
+
+    code = "invalid_parameters"
+
+
+class UnknownModel(EngineError):
+    """The requested model is not loaded in this engine."""
+
+    code = "unknown_model"
+
+
+class OutOfMemory(EngineError):
+    """A single image does not fit in device memory even alone."""
+
+    code = "out_of_memory"
+
+
+class EngineClosed(EngineError):
+    """The engine was shut down; no new work is accepted."""
+
+    code = "engine_closed"
