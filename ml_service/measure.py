@@ -1,0 +1,119 @@
+"""Measuring what one batch costs: peak memory and latency.
+
+Peak memory is measured, not estimated:
+- CUDA: ``torch.cuda.reset_peak_memory_stats`` then ``max_memory_allocated`` minus the bytes
+  allocated before the run (weights excluded): the caching allocator's own high-water mark.
+- CPU: the kernel's high-water mark of this process's resident set. ``/proc/self/clear_refs``
+  (value 5) resets ``VmHWM`` to the current RSS; after the run ``VmHWM − VmRSS(before)`` is the
+  peak the batch added. glibc is told to return freed memory (``malloc_trim``) first so memory
+  cached from earlier batches does not hide the new peak. Where clear_refs cannot be written, a
+  sampling thread reads RSS every millisecond instead (``method`` says which was used).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+@dataclass(frozen=True)
+class PeakMeasurement:
+    peak_bytes: int
+    method: str
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _trim() -> None:
+    try:
+        _libc.malloc_trim(0)
+    except AttributeError:  # not glibc
+        pass
+
+
+def measure_cpu_peak(run: Callable[[], object]) -> PeakMeasurement:
+    """Peak extra resident memory while ``run()`` executes on the CPU."""
+    _trim()
+    before = _status_kb("VmRSS")
+    if _reset_hwm():
+        run()
+        return PeakMeasurement(max(0, _status_kb("VmHWM") - before) * 1024, "cpu-vmhwm")
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return PeakMeasurement(max(0, peak - base), "cpu-rss-sampling")
+
+
+def measure_cuda_peak(run: Callable[[], object], device: torch.device) -> PeakMeasurement:
+    """Peak bytes the caching allocator handed out during ``run()``, above the starting level."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize(device)
+    return PeakMeasurement(
+        max(0, torch.cuda.max_memory_allocated(device) - before), "cuda-max-memory-allocated"
+    )
+
+
+def measure_peak(run: Callable[[], object], device: torch.device) -> PeakMeasurement:
+    if device.type == "cuda":
+        return measure_cuda_peak(run, device)
+    return measure_cpu_peak(run)
+
+
+def median_latency_s(
+    run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1
+) -> float:
+    """Median wall time of ``run()`` over ``repeats`` after ``warmup`` untimed calls."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

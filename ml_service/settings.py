@@ -1,0 +1,103 @@
+"""Engine settings, read once from the environment (``ML_*`` and ``MAX_IMAGE_PIXELS``).
+
+Invalid values stop start-up with pydantic's message, which names the variable.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from models.registry import MODEL_NAMES
+from models.weights import DEFAULT_WEIGHTS_DIR
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
+
+
+class EngineSettings(BaseSettings):
+    """Settings of the inference engine (one per worker process)."""
+
+    model_config = SettingsConfigDict(env_prefix="ML_", extra="ignore", frozen=True)
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        MODEL_NAMES, description="comma-separated models to load"
+    )
+    variant: Literal["small", "full"] = "small"
+    weights_dir: Path = DEFAULT_WEIGHTS_DIR
+    allow_random_weights: bool = Field(
+        False, description="benchmarks only: run models whose weight file is missing"
+    )
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="CPU: host memory the engine may use (default: all available)"
+    )
+    memory_safety_mb: int = Field(512, ge=0, description="device memory kept free")
+    max_queue_delay_ms: float = Field(10.0, ge=0, le=10_000)
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    batch_concurrency: int | None = Field(
+        None, ge=1, le=64, description="batches in flight per device (default: 2 GPU, 1 CPU)"
+    )
+    cpu_threads: int = Field(2, ge=1, le=256, description="pre/postprocessing threads")
+    torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads")
+    profiles_path: Path = DEFAULT_PROFILES
+    tile_overlap: int = Field(32, ge=0, le=512)
+    max_image_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        validation_alias=AliasChoices("MAX_IMAGE_PIXELS", "ML_MAX_IMAGE_PIXELS"),
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in value if m not in MODEL_NAMES]
+        if unknown or not value:
+            raise ValueError(f"unknown model(s) {unknown}; valid: {', '.join(MODEL_NAMES)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be auto, cpu, cuda or cuda:N")
+
+
+class SettingsError(ValueError):
+    """Invalid environment: the message names each offending variable."""
+
+
+def _env_name(field: str) -> str:
+    if field == "max_image_pixels":
+        return "MAX_IMAGE_PIXELS"
+    return f"ML_{field.upper()}"
+
+
+def load_settings() -> EngineSettings:
+    """Read the environment; on error raise ``SettingsError`` naming the variables."""
+    try:
+        return EngineSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_env_name(str(err['loc'][0]))}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid engine configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> EngineSettings:
+    return load_settings()
