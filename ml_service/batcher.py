@@ -148,7 +148,8 @@ class DynamicBatcher:
                 self._cond.wait()
                 continue
             waited = time.monotonic() - self._queue[0].enqueued
-            full = len(self._queue) >= self.sizer.ceiling(self.model)
+            # "full": as many as the ceiling, or as many as fit in the memory free now
+            full = len(self._queue) >= max(1, self.sizer.allowed(self.model))
             if not (full or self._closed or waited >= self.max_queue_delay_s):
                 self._cond.wait(self.max_queue_delay_s - waited)
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -182,7 +183,7 @@ def import_checkpoint(
     """Turn a PyTorch checkpoint into a lean safetensors file (model tensors only)."""
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise WeightsError(f"cannot read checkpoint {checkpoint_path}: {exc}") from None
     state = extract_state_dict(checkpoint)
     model = spec.build()
