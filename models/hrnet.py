@@ -56,7 +56,8 @@ class HRNetV2(nn.Module):
             in_chans=in_channels,
             **cfg,
         )
-        fused = sum(self.backbone.feature_info.channels())
+        feature_info: Any = self.backbone.feature_info
+        fused = sum(feature_info.channels())
         self.head = nn.Sequential(
             nn.Conv2d(fused, head_channels, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(head_channels),

@@ -1,0 +1,40 @@
+# CellSeg Serve — `make run` and `make test` set up everything they need from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch first, as a pair that works on the build machines (CPU there, CUDA on GPU hosts)
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint profile bench train clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m ml_service.demo $(ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy models ml_service && $(VENV)/bin/lint-imports
+
+profile: install
+	$(PY) -m ml_service.profile $(ARGS)
+
+bench: install
+	$(PY) -m ml_service.bench $(ARGS)
+
+train: install
+	for m in hrnet cbam_resunet unet; do $(PY) -m ml_service.train --model $$m $(ARGS) || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
