@@ -1,0 +1,197 @@
+"""The engine end to end on the CPU with the committed demo weights: decode → batch → result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from ml_service.device import CpuProbe
+from ml_service.engine import Engine, SegmentationParams, SegmentationResult
+from ml_service.errors import (
+    EngineClosed,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidParameters,
+    UnknownModel,
+    UnsupportedFormat,
+)
+from ml_service.evaluation import iou
+from ml_service.pool import ModelPool
+from ml_service.profiles import ModelProfile, ProfileBook
+from ml_service.settings import EngineSettings
+from ml_service.synthetic import generate_sample
+from tests.ml_service.fakes import RecordingBackend
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()
+
+
+def disc_image(h: int, w: int, centres: list[tuple[int, int]], r: int = 14) -> np.ndarray:
+    img = np.full((h, w), 20, np.uint8)
+    for cx, cy in centres:
+        cv2.circle(img, (cx, cy), r, 200, -1)
+    return img
+
+
+def load_pool(settings: EngineSettings, *models: str) -> ModelPool:
+    return ModelPool.load(settings.model_copy(update={"models": models}), CpuProbe().torch_device)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> EngineSettings:
+    return EngineSettings(
+        device="cpu",
+        max_queue_delay_ms=5,
+        profiles_path=tmp_path_factory.mktemp("p") / "batch_sizes.json",
+        max_image_pixels=4_000_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(settings: EngineSettings) -> Iterator[Engine]:
+    eng = Engine.from_settings(settings)
+    yield eng
+    eng.close()
+
+
+def test_engine_describes_models_weights_and_batching(engine: Engine) -> None:
+    info = engine.describe()
+    assert info["device"].startswith("cpu-") and info["device_kind"] == "cpu"
+    names = {m["name"] for m in info["models"]}
+    assert names == {"hrnet", "cbam_resunet", "unet"}
+    for m in info["models"]:
+        assert m["variant"] == "small" and m["input_size"] == [256, 256]
+        assert len(m["weights"]["sha256"]) == 64
+        assert m["batching"]["ceiling"] >= 1
+        assert m["batching"]["profile_source"] == "calibrated"  # empty profile file given
+    assert info["memory"]["capacity_mb"] > 0
+    assert info["gpus"] == []
+
+
+@pytest.mark.parametrize("model", ["hrnet", "cbam_resunet", "unet"])
+def test_trained_model_segments_held_out_synthetic_image(engine: Engine, model: str) -> None:
+    sample = generate_sample(np.random.default_rng(123_456), 256, "cells")
+    result = engine.segment(png(sample.image), model, SegmentationParams(0.5, min_area=0))
+    assert isinstance(result, SegmentationResult)
+    assert (result.width, result.height) == (256, 256)
+    assert iou(result.labels > 0, sample.mask) >= 0.75
+    assert len(result.objects) >= 3
+    assert set(result.timings_ms) == {"preprocess", "queue", "inference", "postprocess", "total"}
+
+
+def test_concurrent_callers_across_models_get_the_same_answer_as_one_caller(
+    engine: Engine,
+) -> None:
+    rng = np.random.default_rng(5)
+    images = [png(generate_sample(rng, 256).image) for _ in range(6)]
+    jobs = [(img, model) for img in images for model in ("hrnet", "unet")]
+    alone = [engine.segment(img, m).labels for img, m in jobs]
+    with ThreadPoolExecutor(8) as callers:
+        together = list(callers.map(lambda job: engine.segment(*job).labels, jobs))
+    for a, b in zip(alone, together, strict=True):
+        assert iou(a > 0, b > 0) >= 0.99
+
+
+def test_large_image_is_tiled_and_objects_come_back_in_original_coordinates(
+    engine: Engine,
+) -> None:
+    centres = [(40, 40), (300, 60), (620, 410), (250, 250), (500, 120)]
+    image = disc_image(480, 660, centres)
+    result = engine.segment(png(image), "unet", SegmentationParams(0.5, 20))
+    assert result.tiles > 1
+    found = sorted((round(o.centroid[0]), round(o.centroid[1])) for o in result.objects)
+    assert len(found) == len(centres)
+    for (fx, fy), (cx, cy) in zip(found, sorted(centres), strict=True):
+        assert abs(fx - cx) <= 3 and abs(fy - cy) <= 3
+
+
+def test_sixteen_bit_tiff_with_narrow_range_segments_like_its_8_bit_version(
+    engine: Engine, tmp_path: Path
+) -> None:
+    image8 = disc_image(200, 200, [(60, 60), (140, 130)])
+    image16 = (image8.astype(np.uint16) * 4 + 1000).astype(np.uint16)  # 1000..1800 of 65535
+    tifffile.imwrite(tmp_path / "x.tif", image16)
+    r8 = engine.segment(png(image8), "hrnet")
+    r16 = engine.segment((tmp_path / "x.tif").read_bytes(), "hrnet")
+    assert len(r16.objects) == len(r8.objects) == 2
+    assert iou(r8.labels > 0, r16.labels > 0) >= 0.95
+
+
+def test_outputs_encode(engine: Engine) -> None:
+    result = engine.segment(png(disc_image(128, 128, [(64, 64)], r=30)), "unet")
+    assert result.to_json()["objects"]
+    assert result.to_geojson()["type"] == "FeatureCollection"
+    assert result.to_coco()["annotations"]
+    assert result.mask_png().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", InvalidImage),
+        (b"GIF89a" + b"\0" * 100, UnsupportedFormat),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, InvalidImage),
+    ],
+    ids=["empty", "gif", "truncated-png"],
+)
+def test_bad_image_fails_its_future_with_a_typed_error(
+    engine: Engine, data: bytes, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        engine.submit(data, "hrnet").result(timeout=30)
+
+
+def test_image_over_pixel_limit_is_refused(engine: Engine) -> None:
+    big = np.zeros((2100, 2000), np.uint8)
+    with pytest.raises(ImageTooLarge):
+        engine.submit(png(big), "hrnet").result(timeout=30)
+
+
+def test_unknown_model_and_bad_parameters_raise_at_submit(engine: Engine) -> None:
+    image = png(disc_image(64, 64, [(32, 32)]))
+    with pytest.raises(UnknownModel, match="loaded models"):
+        engine.submit(image, "segformer")
+    with pytest.raises(InvalidParameters, match="threshold"):
+        engine.submit(image, "hrnet", SegmentationParams(threshold=0.99))
+    with pytest.raises(InvalidParameters, match="min_area"):
+        engine.submit(image, "hrnet", SegmentationParams(min_area=-1))
+
+
+def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) -> None:
+    # The real hrnet model behind a backend that fails every batch above 1 as a GPU would.
+    pool = ModelPool.load(
+        settings.model_copy(update={"models": ("hrnet",)}), CpuProbe().torch_device
+    )
+    real = pool.get("hrnet").backend
+    injected = RecordingBackend(oom_above=1)
+    injected.module = real.module  # same weights, injected failure
+    pool.models["hrnet"].backend = injected
+    book = ProfileBook()
+    book.put(CpuProbe().key, "hrnet/small:torch", ModelProfile(0, 1, 4, 4, input_size=(256, 256)))
+    with Engine(settings, pool.models, CpuProbe(), profiles=book) as eng:
+        rng = np.random.default_rng(9)
+        images = [png(generate_sample(rng, 256, "cells").image) for _ in range(8)]
+        with ThreadPoolExecutor(8) as callers:
+            results = list(callers.map(lambda d: eng.submit(d, "hrnet").result(60), images))
+        assert all(len(r.objects) > 0 for r in results)
+        assert eng.sizer.ceiling("hrnet") == 1
+        assert any(n > 1 for n in injected.sizes)  # it did try bigger batches first
+
+
+def test_closed_engine_refuses_work(settings: EngineSettings) -> None:
+    pool = ModelPool.load(
+        settings.model_copy(update={"models": ("unet",)}), CpuProbe().torch_device
+    )
+    eng = Engine(settings, pool.models, CpuProbe(), calibrate_missing=False)
+    eng.close()
+    with pytest.raises(EngineClosed):
+        eng.submit(b"x", "unet")
