@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint profile bench train clean
+.PHONY: install run demo test lint profile bench train clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,16 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: install
+	$(PY) -m scripts.run_local
+
+demo: install
 	$(PY) -m ml_service.demo $(ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy models ml_service && $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy models ml_service backend workers && $(VENV)/bin/lint-imports
 
 profile: install
 	$(PY) -m ml_service.profile $(ARGS)

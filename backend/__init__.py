@@ -1,0 +1,1 @@
+"""CellSeg Serve gateway: FastAPI REST API, Socket.IO progress, dispatcher (no torch here)."""

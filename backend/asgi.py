@@ -1,0 +1,77 @@
+"""The gateway as served: FastAPI + Socket.IO (``/socket.io``) + the dispatcher + ``/metrics``.
+
+``python -m backend serve`` runs ``create_asgi`` (a uvicorn factory). Each replica runs a
+dispatcher task; only the one holding the PostgreSQL advisory lock dispatches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+import socketio
+from fastapi import FastAPI
+
+from backend import events
+from backend.app import create_app
+from backend.db import work
+from backend.dispatcher import Dispatcher, make_sender
+from backend.jobs_state import counts_payload, job_status
+from backend.realtime import create_sio
+from backend.routes import metrics
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def attach_service(app: FastAPI, settings: Settings) -> socketio.AsyncServer:
+    """Add Socket.IO, the dispatcher and metrics to a ``create_app`` app."""
+    sio = create_sio(settings, lambda: app.state.pool)
+    app.state.sio = sio
+    app.include_router(metrics.router)
+    inner = app.router.lifespan_context
+
+    async def job_finished(job_id: UUID) -> None:
+        pool = app.state.pool
+        owner = await pool.fetchval("SELECT user_id FROM jobs WHERE id = $1", job_id)
+        counts, total = await work.job_counts(pool, str(job_id))
+        payload = events.job_done(
+            str(job_id), job_status(counts, total), counts_payload(counts, total)
+        )
+        await sio.emit(events.JOB_DONE, payload, room=events.rooms(owner, str(job_id)))
+
+    async def images_cancelled(job_id: UUID, image_ids: list[UUID]) -> None:
+        owner = await app.state.pool.fetchval("SELECT user_id FROM jobs WHERE id = $1", job_id)
+        for image_id in image_ids:
+            payload = events.image_update(str(job_id), str(image_id), "cancelled")
+            await sio.emit(events.IMAGE_UPDATE, payload, room=events.rooms(owner, str(job_id)))
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[None]:
+        async with inner(a):
+            dispatcher = Dispatcher(settings, a.state.pool, make_sender(settings))
+            task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+            a.state.dispatcher = dispatcher
+            a.state.on_job_created = lambda job_id: dispatcher.wake()
+            a.state.on_job_finished = job_finished
+            a.state.on_images_cancelled = images_cancelled
+            try:
+                yield
+            finally:
+                dispatcher.stop()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, 5)
+
+    app.router.lifespan_context = lifespan
+    return sio
+
+
+def create_asgi() -> socketio.ASGIApp:
+    settings = get_settings()
+    app = create_app(settings)
+    sio = attach_service(app, settings)
+    return socketio.ASGIApp(sio, other_asgi_app=app, socketio_path="socket.io")

@@ -1,0 +1,203 @@
+"""SQL of the dispatcher and the workers (the gateway's own SQL is in ``repo.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+ACTIVE = ("queued", "dispatched", "processing")
+
+
+# --- dispatcher --------------------------------------------------------------------------------
+
+
+async def in_flight_by_queue(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT queue, count(*) AS n FROM images "
+        "WHERE status IN ('dispatched', 'processing') GROUP BY queue"
+    )
+    return {r["queue"]: r["n"] for r in rows if r["queue"]}
+
+
+async def queued_heads(conn: asyncpg.Connection, per_user: int) -> dict[int, list[str]]:
+    """The first ``per_user`` queued image ids of every user, oldest job first."""
+    rows = await conn.fetch(
+        """
+        SELECT user_id, id FROM (
+            SELECT user_id, id, row_number() OVER (
+                PARTITION BY user_id ORDER BY created_at, job_id, seq) AS rn
+            FROM images WHERE status = 'queued') t
+        WHERE rn <= $1 ORDER BY user_id, rn
+        """,
+        per_user,
+    )
+    heads: dict[int, list[str]] = {}
+    for r in rows:
+        heads.setdefault(r["user_id"], []).append(str(r["id"]))
+    return heads
+
+
+async def claim_for_dispatch(
+    conn: asyncpg.Connection, image_ids: list[str], queue: str
+) -> list[str]:
+    """Inside the caller's transaction: lock the still-queued rows (skipping locked ones) and
+    mark them dispatched to ``queue``; returns the ids claimed."""
+    rows = await conn.fetch(
+        """
+        UPDATE images SET status = 'dispatched', queue = $2, dispatched_at = now()
+        WHERE id IN (SELECT id FROM images WHERE id = ANY($1::uuid[]) AND status = 'queued'
+                     FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        image_ids,
+        queue,
+    )
+    return [str(r["id"]) for r in rows]
+
+
+async def load_drr_state(conn: asyncpg.Connection) -> tuple[dict[int, float], list[int]]:
+    rows = await conn.fetch(
+        "SELECT user_id, deficit FROM dispatch_credit ORDER BY last_served NULLS FIRST, user_id"
+    )
+    return {r["user_id"]: r["deficit"] for r in rows}, [r["user_id"] for r in rows]
+
+
+async def save_drr_state(
+    conn: asyncpg.Connection, deficits: dict[int, float], order: list[int]
+) -> None:
+    """Persist deficits; ``last_served`` encodes the rotation (earliest = served first)."""
+    await conn.executemany(
+        """
+        INSERT INTO dispatch_credit (user_id, deficit, last_served)
+        VALUES ($1, $2, now() + make_interval(secs => $3 * 0.000001))
+        ON CONFLICT (user_id) DO UPDATE SET deficit = $2, last_served = EXCLUDED.last_served
+        """,
+        [(u, deficits.get(u, 0.0), float(i)) for i, u in enumerate(order)],
+    )
+
+
+async def requeue_stale(
+    conn: asyncpg.Connection | asyncpg.Pool, dispatched_s: float, processing_s: float
+) -> int:
+    """Images whose Celery message was lost (Redis restarted without persistence, a worker
+    vanished past the visibility timeout) go back to queued: dispatched but not started for
+    ``dispatched_s``, or processing for ``processing_s``. A late duplicate is harmless: the
+    task's claim and the result upsert are idempotent."""
+    result = await conn.execute(
+        """
+        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL
+        WHERE (status = 'dispatched' AND dispatched_at < now() - make_interval(secs => $1))
+           OR (status = 'processing' AND started_at < now() - make_interval(secs => $2))
+        """,
+        dispatched_s,
+        processing_s,
+    )
+    return int(result.split()[-1])
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+async def claim_image(pool: asyncpg.Pool, image_id: str) -> asyncpg.Record | None:
+    """Mark an image processing (blocks until the dispatcher's transaction commits); ``None``
+    when it is already done, failed or cancelled (a redelivered or stale task)."""
+    return await pool.fetchrow(
+        """
+        UPDATE images i SET status = 'processing', started_at = now(),
+                            attempts = i.attempts + 1
+        FROM jobs j
+        WHERE i.id = $1 AND j.id = i.job_id
+          AND i.status IN ('queued', 'dispatched', 'processing')
+        RETURNING i.id, i.job_id, i.user_id, i.seq, i.sha256, i.filename,
+                  j.model, j.threshold, j.min_area
+        """,
+        image_id,
+    )
+
+
+async def store_result(
+    pool: asyncpg.Pool,
+    image_id: str,
+    *,
+    objects: int,
+    result: dict[str, Any],
+    geojson: dict[str, Any],
+    coco: dict[str, Any],
+    mask_png: bytes,
+    inference_ms: float,
+    batch_size: int,
+    worker: str,
+) -> None:
+    """Upsert the result (keyed by image id: a redelivered image is stored once) and mark the
+    image done, atomically. JSON parts are Python objects (the pool's jsonb codec encodes)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO results (image_id, objects, result, geojson, coco, mask_png,
+                                 inference_ms, batch_size, worker)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (image_id) DO UPDATE SET
+                objects = EXCLUDED.objects, result = EXCLUDED.result,
+                geojson = EXCLUDED.geojson, coco = EXCLUDED.coco,
+                mask_png = EXCLUDED.mask_png, inference_ms = EXCLUDED.inference_ms,
+                batch_size = EXCLUDED.batch_size, worker = EXCLUDED.worker,
+                created_at = now()
+            """,
+            image_id,
+            objects,
+            result,
+            geojson,
+            coco,
+            mask_png,
+            inference_ms,
+            batch_size,
+            worker,
+        )
+        await conn.execute(
+            "UPDATE images SET status = 'done', finished_at = now(), error_code = NULL, "
+            "error = NULL WHERE id = $1",
+            image_id,
+        )
+
+
+async def fail_image(pool: asyncpg.Pool, image_id: str, code: str, message: str) -> None:
+    await pool.execute(
+        "UPDATE images SET status = 'failed', finished_at = now(), error_code = $2, error = $3 "
+        "WHERE id = $1 AND status <> 'done'",
+        image_id,
+        code,
+        message[:2000],
+    )
+
+
+async def job_counts(pool: asyncpg.Pool, job_id: str) -> tuple[dict[str, int], int]:
+    """Image counts per status of a job, and its total."""
+    rows = await pool.fetch(
+        "SELECT status, count(*) AS n FROM images WHERE job_id = $1 GROUP BY status", job_id
+    )
+    counts = {r["status"]: r["n"] for r in rows}
+    return counts, sum(counts.values())
+
+
+async def queue_position_and_rate(pool: asyncpg.Pool, job_id: str) -> tuple[int | None, float]:
+    """Images of all users waiting ahead of this job's first waiting image (``None`` when the
+    job has nothing waiting), and the service's images/s over the last minute."""
+    first = await pool.fetchval(
+        "SELECT min(created_at) FROM images "
+        "WHERE job_id = $1 AND status IN ('queued', 'dispatched')",
+        job_id,
+    )
+    recent = await pool.fetchval(
+        "SELECT count(*) FROM images WHERE status IN ('done', 'failed') "
+        "AND finished_at > now() - interval '60 seconds'"
+    )
+    if first is None:
+        return None, recent / 60.0
+    ahead = await pool.fetchval(
+        "SELECT count(*) FROM images WHERE status IN ('queued', 'dispatched', 'processing') "
+        "AND created_at < $2 AND job_id <> $1",
+        job_id,
+        first,
+    )
+    return int(ahead), recent / 60.0

@@ -1,0 +1,164 @@
+"""The dispatcher: releases queued images to Celery fairly, one active in the whole service.
+
+Every gateway replica runs one; the one that holds a PostgreSQL advisory lock (on a dedicated
+connection) is the leader, the others wait to take over if that connection dies. Each tick it
+computes free capacity per device queue (``DISPATCH_IN_FLIGHT_PER_QUEUE`` minus images
+dispatched or processing there), picks that many queued images by deficit round robin over
+users, marks them dispatched (``FOR UPDATE SKIP LOCKED``) and sends one Celery task each, inside
+one transaction: if Redis refuses a send, the images stay queued. The dispatcher never touches a
+GPU or an image's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+
+from backend.db import work
+from backend.fairness import drr_pick
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK = 0x43534450  # "CSDP"
+TASK_SEGMENT = "workers.tasks.segment_image"  # the workers' task name (a string contract)
+
+
+def make_sender(settings: Settings) -> Celery:
+    """A send-only Celery client (the gateway never imports the workers)."""
+    app = Celery("cellseg-gateway", broker=settings.redis_url)
+    app.conf.update(
+        task_serializer="json",
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    )
+    return app
+
+
+def assign_queues(free: dict[str, int], n: int) -> list[str]:
+    """Queue for each of ``n`` images: always the queue with the most free capacity."""
+    free = dict(free)
+    out = []
+    for _ in range(n):
+        q = max(free, key=lambda k: free[k])
+        out.append(q)
+        free[q] -= 1
+    return out
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, sender: Celery) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.sender = sender
+        self.is_leader = False
+        self.dispatched = 0
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a job is created or cancelled: dispatch now, not at the next tick."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forever: become leader, dispatch while leader; reconnect on failure."""
+        while not self._stopping.is_set():
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.settings.database_url, timeout=5)
+                while not self._stopping.is_set():
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+                        break
+                    await self._sleep(self.settings.dispatch_interval_s * 5)
+                else:
+                    return
+                self.is_leader = True
+                log.info("dispatcher: leader")
+                await self._lead(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("dispatcher: %s; retrying", exc)
+            except Exception:  # the dispatcher must outlive any single failure
+                log.exception("dispatcher: unexpected error; retrying")
+            finally:
+                self.is_leader = False
+                if conn is not None:
+                    conn.terminate()
+            await self._sleep(1.0)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        next_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            await conn.fetchval("SELECT 1")  # leadership lives as long as this connection
+            if loop.time() >= next_sweep:
+                await self.requeue_stale()
+                next_sweep = loop.time() + min(30.0, self.settings.visibility_timeout_s / 2)
+            try:
+                sent = await self.tick()
+            except (OSError, BrokerError) as exc:  # Redis down: the transaction rolled back
+                log.warning("dispatcher: broker unavailable (%s)", exc)
+                sent = 0
+            if not sent:
+                await self._sleep(self.settings.dispatch_interval_s)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def tick(self) -> int:
+        """One dispatch round; returns the number of images sent."""
+        queues = self.settings.queues
+        async with self.pool.acquire() as conn, conn.transaction():
+            in_flight = await work.in_flight_by_queue(conn)
+            free = {
+                q: max(0, self.settings.dispatch_in_flight_per_queue - in_flight.get(q, 0))
+                for q in queues
+            }
+            capacity = sum(free.values())
+            if capacity == 0:
+                return 0
+            heads = await work.queued_heads(conn, per_user=capacity)
+            if not heads:
+                return 0
+            deficits, order = await work.load_drr_state(conn)
+            picked = drr_pick(heads, deficits, order, capacity)
+            targets = assign_queues(free, len(picked.picked))
+            by_queue: dict[str, list[str]] = {}
+            for (_, image_id), q in zip(picked.picked, targets, strict=True):
+                by_queue.setdefault(q, []).append(image_id)
+            sends: list[tuple[str, str]] = []
+            for q, ids in by_queue.items():
+                sends += [(q, i) for i in await work.claim_for_dispatch(conn, ids, q)]
+            await asyncio.to_thread(self._send, sends)
+            await work.save_drr_state(conn, picked.deficits, picked.order)
+        self.dispatched += len(sends)
+        return len(sends)
+
+    def _send(self, sends: list[tuple[str, str]]) -> None:
+        for queue, image_id in sends:
+            self.sender.send_task(
+                TASK_SEGMENT,
+                args=[image_id],
+                queue=queue,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            )
+
+    async def requeue_stale(self) -> None:
+        visibility = self.settings.visibility_timeout_s
+        n = await work.requeue_stale(
+            self.pool, visibility, self.settings.task_time_limit_s + visibility
+        )
+        if n:
+            log.warning("dispatcher: %d images whose task was lost requeued", n)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()

@@ -1,0 +1,61 @@
+"""Deficit round robin over users with queued images (pure, no I/O).
+
+Each round every active user's deficit grows by its quantum; a user sends images while its
+deficit covers their cost (1 per image) and it has images queued. A user whose queue empties
+loses its deficit. The service order rotates so the user after the last one served starts the
+next call: a 1-image job behind another user's 500 images goes out in the first round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U", bound=Hashable)
+
+
+@dataclass
+class DrrResult(Generic[U, T]):
+    picked: list[tuple[U, T]]
+    deficits: dict[U, float]
+    order: list[U]  # service order for the next call
+
+
+def drr_pick(
+    queued: Mapping[U, Sequence[T]],
+    deficits: Mapping[U, float],
+    order: Sequence[U],
+    capacity: int,
+    quantum: float = 1.0,
+) -> DrrResult[U, T]:
+    """Pick up to ``capacity`` items fairly from per-user queues (each item costs 1).
+
+    ``order`` is the previous service order; users not in it join at the end (first come).
+    """
+    users = [u for u in order if u in queued] + [u for u in queued if u not in order]
+    users = [u for u in users if queued[u]]
+    deficit = {u: deficits.get(u, 0.0) for u in users}
+    position = dict.fromkeys(users, 0)
+    picked: list[tuple[U, T]] = []
+    last_served: U | None = None
+    while len(picked) < capacity and any(position[u] < len(queued[u]) for u in users):
+        for u in users:
+            if position[u] >= len(queued[u]):
+                continue
+            deficit[u] += quantum
+            while deficit[u] >= 1 and position[u] < len(queued[u]) and len(picked) < capacity:
+                picked.append((u, queued[u][position[u]]))
+                position[u] += 1
+                deficit[u] -= 1
+                last_served = u
+            if len(picked) >= capacity:
+                break
+    for u in users:
+        if position[u] >= len(queued[u]):
+            deficit[u] = 0.0  # emptied: no credit carried
+    if last_served is not None:
+        i = users.index(last_served)
+        users = users[i + 1 :] + users[: i + 1]
+    return DrrResult(picked, deficit, list(users))

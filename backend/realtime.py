@@ -1,0 +1,59 @@
+"""Socket.IO server of the gateway (path ``/socket.io``).
+
+Clients connect with ``auth={"token": "<api key>"}`` (refused otherwise) and join
+``user:<id>``; ``emit("subscribe", {"job_id"})`` joins ``job:<id>`` for one's own job. Events
+arrive from workers through Redis (``AsyncRedisManager``), so any replica serves any client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import socketio
+
+from backend import events
+from backend.auth import hash_api_key
+from backend.db import repo
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_sio(settings: Settings, pool: Callable[[], asyncpg.Pool]) -> socketio.AsyncServer:
+    manager = socketio.AsyncRedisManager(settings.redis_url, channel=events.CHANNEL)
+    sio = socketio.AsyncServer(
+        async_mode="asgi", client_manager=manager, cors_allowed_origins="*", logger=False
+    )
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized: auth.token missing")
+        try:
+            user = await repo.user_by_key_hash(pool(), hash_api_key(token))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise socketio.exceptions.ConnectionRefusedError("service unavailable") from exc
+        if user is None:
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized: invalid API key")
+        await sio.save_session(sid, {"user_id": user["id"]})
+        await sio.enter_room(sid, events.user_room(user["id"]))
+
+    @sio.event
+    async def subscribe(sid: str, data: Any) -> dict[str, Any]:
+        session = await sio.get_session(sid)
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        try:
+            job = await repo.get_job(pool(), session["user_id"], UUID(str(job_id)))
+        except ValueError:
+            job = None
+        if job is None:
+            return {"error": {"code": "not_found", "message": f"job {job_id} not found"}}
+        await sio.enter_room(sid, events.job_room(str(job["id"])))
+        return {"ok": True, "job_id": str(job["id"])}
+
+    return sio

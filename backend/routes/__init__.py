@@ -1,0 +1,1 @@
+"""REST routers, one per resource; mounted by :func:`backend.app.create_app`."""

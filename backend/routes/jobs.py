@@ -1,0 +1,312 @@
+"""Jobs: create (multipart upload), list, read, cancel.
+
+Hooks (optional, set by the dispatcher/Socket.IO layer on ``app.state``; sync or async; a
+failing hook is logged, never fails the request):
+
+- ``on_job_created(job_id: UUID)`` after a job's rows committed;
+- ``on_images_cancelled(job_id: UUID, image_ids: list[UUID])`` after a cancel changed images;
+- ``on_job_finished(job_id: UUID)`` when a cancel made the job terminal and this request won
+  the ``jobs.finished_at`` guard (so ``job.done`` is emitted exactly once).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+import asyncpg
+from fastapi import APIRouter, Query, Request
+
+from backend.db import repo
+from backend.deps import CurrentUser, PoolDep, SettingsDep
+from backend.errors import NotFound, ValidationFailed
+from backend.forms import read_multipart
+from backend.jobs_state import counts_payload, is_terminal, job_status
+from backend.settings import MODEL_NAMES
+from backend.uploads import UploadBatch
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["jobs"])
+
+THRESHOLD_RANGE = (0.05, 0.95)
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MIN_AREA = 50
+MAX_MIN_AREA = 2**31 - 1
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+MULTIPART_OVERHEAD_PER_FILE = 2 * 1024
+
+_CREATE_JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files", "model"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "PNG, JPEG or TIFF images",
+                        },
+                        "model": {"type": "string", "enum": list(MODEL_NAMES)},
+                        "threshold": {
+                            "type": "number",
+                            "minimum": THRESHOLD_RANGE[0],
+                            "maximum": THRESHOLD_RANGE[1],
+                            "default": DEFAULT_THRESHOLD,
+                        },
+                        "min_area": {"type": "integer", "minimum": 0, "default": DEFAULT_MIN_AREA},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+
+def parse_model(value: str) -> str:
+    if value not in MODEL_NAMES:
+        raise ValidationFailed(
+            "unknown_model", f"unknown model {value!r}; choose one of: {', '.join(MODEL_NAMES)}"
+        )
+    return value
+
+
+def parse_threshold(value: str) -> float:
+    lo, hi = THRESHOLD_RANGE
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = math.nan
+    if not lo <= threshold <= hi:
+        raise ValidationFailed(
+            "invalid_threshold", f"threshold must be a number from {lo} to {hi}, got {value!r}"
+        )
+    return threshold
+
+
+def parse_min_area(value: str) -> int:
+    try:
+        min_area = int(value)
+    except ValueError:
+        min_area = -1
+    if not 0 <= min_area <= MAX_MIN_AREA:
+        raise ValidationFailed(
+            "invalid_min_area", f"min_area must be a whole number of pixels >= 0, got {value!r}"
+        )
+    return min_area
+
+
+def parse_id(value: str) -> UUID:
+    """A path id; malformed ids are simply not found (404, like another user's)."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise NotFound("not_found", f"no such job or image: {value!r}") from None
+
+
+def job_not_found(job_id: UUID | str) -> NotFound:
+    return NotFound("not_found", f"no such job: {job_id}")
+
+
+# --- serialisation -----------------------------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def image_error(row: asyncpg.Record) -> dict[str, str] | None:
+    if row["error_code"] is None and row["error"] is None:
+        return None
+    return {"code": row["error_code"] or "failed", "message": row["error"] or ""}
+
+
+def job_summary(job: asyncpg.Record, counts: dict[str, int]) -> dict[str, Any]:
+    total = job["total"]
+    return {
+        "id": str(job["id"]),
+        "status": job_status(counts, total),
+        "model": job["model"],
+        "threshold": job["threshold"],
+        "min_area": job["min_area"],
+        "created_at": iso(job["created_at"]),
+        "finished_at": iso(job["finished_at"]),
+        "counts": counts_payload(counts, total),
+    }
+
+
+async def call_hook(request: Request, name: str, job_id: UUID, *args: Any) -> None:
+    """Call ``app.state.<name>(job_id, *args)`` if set (awaiting it if async); log failures."""
+    hook = getattr(request.app.state, name, None)
+    if hook is None:
+        return
+    try:
+        outcome = hook(job_id, *args)
+        if inspect.isawaitable(outcome):
+            await outcome
+    except Exception:  # a hook must not fail a request whose rows already committed
+        log.exception("hook %s failed for job %s", name, job_id)
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+
+@router.post("/jobs", status_code=202, openapi_extra=_CREATE_JOB_BODY)
+async def create_job(
+    request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
+) -> dict[str, Any]:
+    """Upload images for segmentation (multipart). Answers only once every upload is stored
+    and the job's rows are committed; nothing is kept when any part of the request fails."""
+    max_bytes = settings.max_upload_mb * 1024 * 1024
+    batch = UploadBatch(
+        settings.upload_dir, max_total_bytes=max_bytes, max_pixels=settings.max_image_pixels
+    )
+    try:
+        form = await read_multipart(
+            request,
+            batch,
+            file_field="files",
+            max_files=settings.max_files_per_job,
+            text_fields={
+                "model": parse_model,
+                "threshold": parse_threshold,
+                "min_area": parse_min_area,
+            },
+            max_body_bytes=max_bytes
+            + MULTIPART_OVERHEAD_BYTES
+            + MULTIPART_OVERHEAD_PER_FILE * settings.max_files_per_job,
+        )
+        if not batch.files:
+            hint = f" (got fields: {', '.join(form.ignored_fields)})" if form.ignored_fields else ""
+            raise ValidationFailed(
+                "no_files", f"no files: send one or more images in the 'files' field{hint}"
+            )
+        model = form.values.get("model")
+        if model is None:
+            raise ValidationFailed(
+                "unknown_model", f"the 'model' field is required; one of: {', '.join(MODEL_NAMES)}"
+            )
+        threshold = form.values.get("threshold", DEFAULT_THRESHOLD)
+        min_area = form.values.get("min_area", DEFAULT_MIN_AREA)
+        job_id = uuid4()
+        images = [
+            repo.NewImage(
+                id=uuid4(),
+                seq=f.seq,
+                filename=f.filename,
+                sha256=f.sha256,
+                size_bytes=f.size_bytes,
+                width=f.header.width,
+                height=f.header.height,
+            )
+            for f in batch.files
+        ]
+        job = await batch.commit(
+            pool,
+            lambda conn: repo.create_job_with_images(
+                conn,
+                job_id=job_id,
+                user_id=user.id,
+                model=model,
+                threshold=threshold,
+                min_area=min_area,
+                images=images,
+            ),
+        )
+    finally:
+        await batch.discard(pool)  # no-op once committed
+    await call_hook(request, "on_job_created", job_id)
+    return {
+        "id": str(job_id),
+        "status": job_status({"queued": len(images)}, len(images)),
+        "model": job["model"],
+        "threshold": job["threshold"],
+        "min_area": job["min_area"],
+        "images": [
+            {"id": str(im.id), "filename": im.filename, "status": "queued"} for im in images
+        ],
+        "created_at": iso(job["created_at"]),
+    }
+
+
+@router.get("/jobs")
+async def list_jobs(
+    user: CurrentUser,
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The caller's jobs, newest first: ``{items, total, limit, offset}`` (offset paging)."""
+    rows, total = await repo.list_jobs(pool, user.id, limit=limit, offset=offset)
+    return {
+        "items": [job_summary(r, r["counts"]) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> dict[str, Any]:
+    """One of the caller's jobs with its counts and every image's status and error."""
+    jid = parse_id(job_id)
+    job = await repo.get_job(pool, user.id, jid)
+    if job is None:
+        raise job_not_found(jid)
+    images = await repo.job_images(pool, jid)
+    counts: dict[str, int] = {}
+    for im in images:
+        counts[im["status"]] = counts.get(im["status"], 0) + 1
+    return {
+        **job_summary(job, counts),
+        "images": [
+            {
+                "id": str(im["id"]),
+                "filename": im["filename"],
+                "status": im["status"],
+                "error": image_error(im),
+                "objects": im["objects"],
+                "width": im["width"],
+                "height": im["height"],
+            }
+            for im in images
+        ],
+    }
+
+
+@router.delete("/jobs/{job_id}")
+async def cancel_job(
+    job_id: str, request: Request, user: CurrentUser, pool: PoolDep
+) -> dict[str, Any]:
+    """Cancel the job's images that have not started; running ones finish. Answers the counts
+    afterwards (``running`` = images still processing). Idempotent."""
+    jid = parse_id(job_id)
+    job = await repo.get_job(pool, user.id, jid)
+    if job is None:
+        raise job_not_found(jid)
+    async with pool.acquire() as conn:
+        outcome = await repo.cancel_job(conn, jid)
+    counts = outcome.counts
+    status = job_status(counts, job["total"])
+    if outcome.cancelled_ids:
+        await call_hook(request, "on_images_cancelled", jid, outcome.cancelled_ids)
+    if is_terminal(status) and await repo.mark_job_finished(pool, jid):
+        await call_hook(request, "on_job_finished", jid)
+    return {
+        "id": str(jid),
+        "status": status,
+        "cancelled": counts.get("cancelled", 0),
+        "running": counts.get("processing", 0),
+        "done": counts.get("done", 0),
+        "failed": counts.get("failed", 0),
+    }

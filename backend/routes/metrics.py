@@ -1,0 +1,71 @@
+"""``GET /metrics``: Prometheus exposition, computed per scrape.
+
+Queue depth and images by status come from PostgreSQL (the truth, shared by every replica);
+images processed and batch sizes come from counters the workers keep in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+METRIC_BATCHES = "cellseg:metrics:batch_sizes"  # written by workers (workers/runtime.py)
+METRIC_IMAGES = "cellseg:metrics:images"
+
+
+class _Snapshot:
+    """A collector over values read just before the scrape."""
+
+    def __init__(
+        self, by_status: dict[str, int], batches: dict[str, int], images: dict[str, int]
+    ) -> None:
+        self.by_status, self.batches, self.images = by_status, batches, images
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        depth = GaugeMetricFamily(
+            "cellseg_queue_depth", "Images waiting (queued or dispatched, not yet started)"
+        )
+        depth.add_metric([], self.by_status.get("queued", 0) + self.by_status.get("dispatched", 0))
+        yield depth
+        status = GaugeMetricFamily("cellseg_images", "Images by status", labels=["status"])
+        for s in ("queued", "dispatched", "processing", "done", "failed", "cancelled"):
+            status.add_metric([s], self.by_status.get(s, 0))
+        yield status
+        processed = CounterMetricFamily(
+            "cellseg_images_processed", "Images processed by workers", labels=["outcome"]
+        )
+        for outcome in ("done", "failed"):
+            processed.add_metric([outcome], self.images.get(outcome, 0))
+        yield processed
+        batches = CounterMetricFamily(
+            "cellseg_batches", "Inference batches run, by batch size", labels=["batch_size"]
+        )
+        for size, n in sorted(self.batches.items(), key=lambda kv: int(kv[0])):
+            batches.add_metric([size], n)
+        yield batches
+
+
+async def _hash(client: aioredis.Redis, key: str) -> dict[str, int]:
+    raw = await client.hgetall(key)
+    return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    pool = request.app.state.pool
+    client: aioredis.Redis = request.app.state.redis
+    async with asyncio.timeout(2):
+        rows = await pool.fetch("SELECT status, count(*) AS n FROM images GROUP BY status")
+        batches = await _hash(client, METRIC_BATCHES)
+        images = await _hash(client, METRIC_IMAGES)
+    registry = CollectorRegistry()
+    registry.register(_Snapshot({r["status"]: r["n"] for r in rows}, batches, images))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,150 @@
+"""Results: one image's (JSON, GeoJSON, COCO, label mask) and a whole job's (merged).
+
+An image that is not ``done`` answers 409 ``not_ready`` with its ``status`` (and its ``error``
+when it failed). A job-level download answers 409 ``not_ready`` while any image is pending;
+once the job is terminal it holds every ``done`` image (the JSON form lists every image with
+its status and error too).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from backend.db import repo
+from backend.deps import CurrentUser, PoolDep
+from backend.errors import Conflict, NotFound, ValidationFailed
+from backend.exports import ImagePayload, merge_coco, merge_geojson
+from backend.jobs_state import counts_payload, is_terminal, job_status
+from backend.routes.jobs import image_error, job_not_found, parse_id
+
+router = APIRouter(tags=["results"])
+
+FORMATS: dict[str, Literal["result", "geojson", "coco"]] = {
+    "json": "result",
+    "geojson": "geojson",
+    "coco": "coco",
+}
+MEDIA_TYPES = {
+    "json": "application/json",
+    "geojson": "application/geo+json",
+    "coco": "application/json",
+}
+
+FormatQuery = Annotated[str, Query(alias="format", description="json, geojson or coco")]
+
+
+def _part(fmt: str) -> Literal["result", "geojson", "coco"]:
+    part = FORMATS.get(fmt)
+    if part is None:
+        raise ValidationFailed(
+            "invalid_format", f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}"
+        )
+    return part
+
+
+def _not_ready(row: asyncpg.Record) -> Conflict:
+    status = row["status"]
+    if status == "failed":
+        error = image_error(row)
+        reason = error["message"] if error else "no reason recorded"
+        return Conflict(
+            "not_ready",
+            f"the image failed: {reason}",
+            details={"status": status, "image_error": error},
+        )
+    if status == "cancelled":
+        return Conflict("not_ready", "the image was cancelled", details={"status": status})
+    return Conflict(
+        "not_ready", f"the image is {status}; retry when it is done", details={"status": status}
+    )
+
+
+async def _image_row(
+    pool: asyncpg.Pool, user_id: int, job_id: str, image_id: str, part: repo.ResultPart
+) -> asyncpg.Record:
+    jid, iid = parse_id(job_id), parse_id(image_id)
+    row = await repo.get_image_result(pool, user_id, jid, iid, part)
+    if row is None:
+        raise NotFound("not_found", f"no such image: {iid} in job {jid}")
+    if row["status"] != "done" or row["payload"] is None:
+        raise _not_ready(row)
+    return row
+
+
+@router.get("/jobs/{job_id}/images/{image_id}/result")
+async def image_result(
+    job_id: str, image_id: str, user: CurrentUser, pool: PoolDep, fmt: FormatQuery = "json"
+) -> Response:
+    """The stored result of one done image: ``json`` (default), ``geojson`` or ``coco``."""
+    part = _part(fmt)
+    row = await _image_row(pool, user.id, job_id, image_id, part)
+    if part == "coco":  # normalise ids exactly as the job-level document does
+        item = ImagePayload(str(row["id"]), row["seq"], row["filename"], json.loads(row["payload"]))
+        return JSONResponse(merge_coco([item]))
+    return Response(row["payload"], media_type=MEDIA_TYPES[fmt])
+
+
+@router.get(
+    "/jobs/{job_id}/images/{image_id}/mask.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def image_mask(job_id: str, image_id: str, user: CurrentUser, pool: PoolDep) -> Response:
+    """The label image of one done image: 16-bit PNG, 0 = background, k = object k."""
+    row = await _image_row(pool, user.id, job_id, image_id, "mask_png")
+    return Response(bytes(row["payload"]), media_type="image/png")
+
+
+@router.get("/jobs/{job_id}/results")
+async def job_results(
+    job_id: str, user: CurrentUser, pool: PoolDep, fmt: FormatQuery = "json"
+) -> Response:
+    """The whole job's results once it is terminal: ``json`` (every image with its status and
+    result), ``geojson`` (one FeatureCollection) or ``coco`` (one dataset)."""
+    part = _part(fmt)
+    jid: UUID = parse_id(job_id)
+    job = await repo.get_job(pool, user.id, jid)
+    if job is None:
+        raise job_not_found(jid)
+    counts = await repo.status_counts(pool, jid)
+    status = job_status(counts, job["total"])
+    if not is_terminal(status):
+        raise Conflict(
+            "not_ready",
+            f"the job is {status}; its results are available once every image has finished",
+            details={"status": status, "counts": counts_payload(counts, job["total"])},
+        )
+    rows = await repo.job_results(pool, jid, part)
+    done = [
+        ImagePayload(str(r["id"]), r["seq"], r["filename"], r["payload"])
+        for r in rows
+        if r["status"] == "done" and r["payload"] is not None
+    ]
+    body: dict[str, Any]
+    if fmt == "geojson":
+        body = merge_geojson(done)
+    elif fmt == "coco":
+        body = merge_coco(done)
+    else:
+        body = {
+            "job_id": str(jid),
+            "status": status,
+            "model": job["model"],
+            "images": [
+                {
+                    "image_id": str(r["id"]),
+                    "filename": r["filename"],
+                    "status": r["status"],
+                    "error": image_error(r),
+                    "result": r["payload"] if r["status"] == "done" else None,
+                }
+                for r in rows
+            ],
+        }
+    return JSONResponse(body, media_type=MEDIA_TYPES[fmt])

@@ -1,0 +1,68 @@
+"""Gateway, dispatcher and shared-contract settings, read once from the environment.
+
+Invalid values stop start-up with a message naming the variable (``load_settings``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The engine's model names (backend may not import models/ml_service: see DESIGN.md).
+MODEL_NAMES: tuple[str, ...] = ("cbam_resunet", "hrnet", "unet")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/cellseg"
+    database_connection_pool_size: int = Field(20, ge=2, le=1000)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8000, ge=1, le=65535)
+    gateway_workers: int = Field(1, ge=1, le=64)
+    upload_dir: Path = Path("var/uploads")
+    max_upload_mb: int = Field(50, ge=1, le=10_000)
+    max_files_per_job: int = Field(100, ge=1, le=100_000)
+    max_image_pixels: int = Field(100_000_000, ge=1)
+    sync_timeout_s: float = Field(60.0, gt=0, le=3600)
+    admin_api_key: SecretStr | None = None
+    # dispatcher: images released to Celery per queue ≈ two full batches per worker
+    dispatch_in_flight_per_queue: int = Field(16, ge=1, le=10_000)
+    dispatch_interval_s: float = Field(0.2, gt=0, le=60)
+    dispatch_queues: str = Field("gpu0", description="comma-separated Celery device queues")
+    task_time_limit_s: int = Field(600, ge=10, le=86_400)
+    broker_visibility_timeout_s: int | None = Field(
+        None, ge=1, description="redelivery delay of a lost worker's task (default: limit + 60)"
+    )
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        return self.broker_visibility_timeout_s or self.task_time_limit_s + 60
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.dispatch_queues.split(",") if q.strip()]
+
+
+class SettingsError(ValueError):
+    """Invalid environment: the message names each offending variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{str(err['loc'][0]).upper()}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,164 @@
+"""End-to-end harness: a fresh database, a real gateway (uvicorn) and a real Celery worker
+process on loopback, against the PostgreSQL and Redis running on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.services import ensure_postgres, ensure_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """Processes of one test session and how to reach them."""
+
+    env: dict[str, str]
+    url: str
+    queue: str
+    tmp: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
+        log = (self.tmp / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**self.env, **(extra or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def start_worker(self, name: str = "worker") -> None:
+        self.start(
+            name,
+            ["-m", "workers"],
+            {"WORKER_NAME": f"{self.queue}-{name}-{secrets.token_hex(3)}"},
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = httpx.get(f"{self.url}/readyz", timeout=2)
+                if last.status_code == 200:
+                    return
+            except httpx.HTTPError as exc:
+                last = exc
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    log = (self.tmp / f"{name}.log").read_text()[-3000:]
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log}")
+            time.sleep(0.3)
+        raise TimeoutError(f"service not ready after {timeout}s: {last!r}")
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def create_user(self, name: str) -> str:
+        r = httpx.post(
+            f"{self.url}/api/v1/users",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return str(r.json()["api_key"])
+
+    def db(self, query: str, *args: object) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.env["DATABASE_URL"])
+            try:
+                return list(await conn.fetch(query, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    ensure_postgres()
+    ensure_redis()
+    tag = secrets.token_hex(4)
+    dbname = f"cellseg_e2e_{tag}"
+    asyncio.run(_admin(f"CREATE DATABASE {dbname}"))
+    tmp = tmp_path_factory.mktemp("service")
+    port = free_port()
+    queue = f"e2e{tag}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{dbname}",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "UPLOAD_DIR": str(tmp / "uploads"),
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_WORKERS": "1",
+        "ADMIN_API_KEY": ADMIN_KEY,
+        "DISPATCH_QUEUES": queue,
+        "DISPATCH_IN_FLIGHT_PER_QUEUE": "8",
+        "DISPATCH_INTERVAL_S": "0.1",
+        "TASK_TIME_LIMIT_S": "60",
+        "BROKER_VISIBILITY_TIMEOUT_S": "8",
+        "SYNC_TIMEOUT_S": "60",
+        "WORKER_QUEUE": queue,
+        "WORKER_HEARTBEAT_S": "1",
+        "ML_INFERENCE_WORKERS": "8",
+        "ML_DEVICE": "cpu",
+        "ML_MAX_QUEUE_DELAY_MS": "20",
+        "ML_TORCH_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    svc = Service(env, f"http://127.0.0.1:{port}", queue, tmp)
+    svc.start("gateway", ["-m", "backend", "serve"])
+    svc.start_worker()
+    try:
+        svc.wait_ready()
+        yield svc
+    finally:
+        for name in list(svc.procs):
+            svc.stop(name)
+        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))

@@ -1,0 +1,231 @@
+"""The whole service on loopback: REST uploads, Celery worker, Socket.IO progress, fairness,
+cancellation and a worker killed mid-job. Real PostgreSQL, Redis, uvicorn and Celery."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import defaultdict
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import socketio
+
+from ml_service.engine import Engine
+from ml_service.evaluation import iou
+from ml_service.settings import EngineSettings
+from ml_service.synthetic import generate_sample
+from tests.service.conftest import Service
+
+MODELS = ("hrnet", "unet", "cbam_resunet")
+
+
+def make_pngs(seed: int, n: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ok, buf = cv2.imencode(".png", generate_sample(rng, 256, "cells").image)
+        assert ok
+        out.append(buf.tobytes())
+    return out
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def submit(
+    http: httpx.AsyncClient, key: str, pngs: list[bytes], model: str, **form: Any
+) -> dict[str, Any]:
+    files = [("files", (f"img{i}.png", data, "image/png")) for i, data in enumerate(pngs)]
+    r = await http.post(
+        "/api/v1/jobs", files=files, data={"model": model, **form}, headers=auth(key)
+    )
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+class Listener:
+    """A Socket.IO client collecting every event it receives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.done: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        for name in ("image.update", "job.progress", "job.done"):
+            self.sio.on(name, self._handler(name))
+
+    def _handler(self, name: str) -> Any:
+        async def handle(data: dict[str, Any]) -> None:
+            self.events.append((name, data))
+            if name == "job.done":
+                self.done[data["job_id"]].set()
+
+        return handle
+
+    async def connect(self, url: str, key: str) -> None:
+        await self.sio.connect(url, auth={"token": key}, transports=["websocket"])
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        return [d for n, d in self.events if n == name]
+
+
+async def wait_done(listener: Listener, job_id: str, timeout: float) -> None:
+    await asyncio.wait_for(listener.done[job_id].wait(), timeout)
+
+
+def test_eight_users_at_once_get_their_own_results_and_events(service: Service) -> None:
+    keys = [service.create_user(f"user{i}") for i in range(8)]
+    images = {i: make_pngs(100 + i, 3) for i in range(8)}
+
+    async def scenario() -> tuple[list[Listener], list[dict[str, Any]]]:
+        listeners = [Listener() for _ in keys]
+        await asyncio.gather(
+            *(lst.connect(service.url, k) for lst, k in zip(listeners, keys, strict=True))
+        )
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+            jobs = await asyncio.gather(
+                *(submit(http, k, images[i], MODELS[i % 3]) for i, k in enumerate(keys))
+            )
+            await asyncio.gather(
+                *(wait_done(lst, j["id"], 240) for lst, j in zip(listeners, jobs, strict=True))
+            )
+            await asyncio.sleep(0.5)  # anything stray would arrive now
+        for lst in listeners:
+            await lst.sio.disconnect()
+        return listeners, jobs
+
+    listeners, jobs = asyncio.run(scenario())
+    engine = Engine.from_settings(EngineSettings(device="cpu"))
+    try:
+        for i, (lst, job) in enumerate(zip(listeners, jobs, strict=True)):
+            own = {img["id"] for img in job["images"]}
+            updates = lst.of("image.update")
+            assert {u["image_id"] for u in updates} == own  # all of its own, nothing else
+            done_updates = {u["image_id"] for u in updates if u["status"] == "done"}
+            assert done_updates == own
+            assert [d["job_id"] for d in lst.of("job.done")] == [job["id"]]
+            assert lst.of("job.done")[0]["status"] == "done"
+            assert all(p["job_id"] == job["id"] for p in lst.of("job.progress"))
+            r = httpx.get(f"{service.url}/api/v1/jobs/{job['id']}", headers=auth(keys[i]))
+            body = r.json()
+            assert body["status"] == "done" and body["counts"]["done"] == 3
+            # same polygons as the engine in process
+            for img, data in zip(job["images"], images[i], strict=True):
+                mask = httpx.get(
+                    f"{service.url}/api/v1/jobs/{job['id']}/images/{img['id']}/mask.png",
+                    headers=auth(keys[i]),
+                )
+                assert mask.status_code == 200
+                served = cv2.imdecode(np.frombuffer(mask.content, np.uint8), cv2.IMREAD_UNCHANGED)
+                local = engine.segment(data, job["model"])
+                assert iou(served > 0, local.labels > 0) >= 0.99
+                result = httpx.get(
+                    f"{service.url}/api/v1/jobs/{job['id']}/images/{img['id']}/result",
+                    headers=auth(keys[i]),
+                ).json()
+                assert len(result["objects"]) == len(local.objects)
+    finally:
+        engine.close()
+
+
+def test_small_job_is_not_starved_by_a_big_one(service: Service) -> None:
+    big_key, small_key = service.create_user("big"), service.create_user("small")
+    big_images = make_pngs(7, 60)
+    small_image = make_pngs(8, 1)
+
+    async def scenario() -> tuple[str, str]:
+        lst = Listener()
+        await lst.connect(service.url, small_key)
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+            big = await submit(http, big_key, big_images, "cbam_resunet")
+            small = await submit(http, small_key, small_image, "cbam_resunet")
+            await wait_done(lst, small["id"], 120)
+        await lst.sio.disconnect()
+        return big["id"], small["id"]
+
+    big_id, _ = asyncio.run(scenario())
+    done = service.db(
+        "SELECT count(*) AS n FROM images WHERE job_id = $1 AND status = 'done'", big_id
+    )[0]["n"]
+    assert done < 60 / 4, f"the 1-image job waited for {done} of the big job's 60 images"
+    wait_job(service, big_key, big_id, 240)
+
+
+def wait_job(service: Service, key: str, job_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: Any = None
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{service.url}/api/v1/jobs/{job_id}", headers=auth(key), timeout=10)
+        if r.status_code == 200:  # 503 while a dependency comes back: keep waiting
+            body = r.json()
+            if body["status"] not in ("queued", "running"):
+                return dict(body)
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} not finished: {body}")
+
+
+def test_cancel_stops_images_not_started(service: Service) -> None:
+    key = service.create_user("canceller")
+    images = make_pngs(9, 40)
+
+    async def scenario() -> tuple[dict[str, Any], Listener]:
+        lst = Listener()
+        await lst.connect(service.url, key)
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+            job = await submit(http, key, images, "cbam_resunet")
+            r = await http.delete(f"/api/v1/jobs/{job['id']}", headers=auth(key))
+            assert r.status_code == 200, r.text
+            assert r.json()["cancelled"] > 0
+            await wait_done(lst, job["id"], 120)
+            await asyncio.sleep(0.5)
+        await lst.sio.disconnect()
+        return job, lst
+
+    job, lst = asyncio.run(scenario())
+    body = wait_job(service, key, job["id"], 60)
+    assert body["status"] == "cancelled"
+    assert body["counts"]["cancelled"] > 0
+    assert body["counts"]["cancelled"] + body["counts"]["done"] == 40
+    assert len(lst.of("job.done")) == 1
+
+
+def test_worker_killed_mid_job_loses_and_duplicates_nothing(service: Service) -> None:
+    key = service.create_user("survivor")
+    images = make_pngs(11, 30)
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        files = [("files", (f"k{i}.png", d, "image/png")) for i, d in enumerate(images)]
+        job = http.post(
+            "/api/v1/jobs", files=files, data={"model": "cbam_resunet"}, headers=auth(key)
+        ).json()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = service.db(
+            "SELECT count(*) AS n FROM images WHERE job_id = $1 AND status = 'done'", job["id"]
+        )[0]["n"]
+        if n >= 3:
+            break
+        time.sleep(0.1)
+    service.stop("worker", sig=signal.SIGKILL)
+    time.sleep(4)  # heartbeat expires: not ready without a worker
+    assert httpx.get(f"{service.url}/readyz").status_code == 503
+    service.start_worker("worker")
+    service.wait_ready()
+    body = wait_job(service, key, job["id"], 240)
+    assert body["status"] == "done", body["counts"]
+    rows = service.db(
+        "SELECT count(*) AS n, count(DISTINCT r.image_id) AS d FROM results r "
+        "JOIN images i ON i.id = r.image_id WHERE i.job_id = $1",
+        job["id"],
+    )[0]
+    assert rows["n"] == rows["d"] == 30
+
+
+def test_metrics_show_images_batches_and_queue_depth(service: Service) -> None:
+    text = httpx.get(f"{service.url}/metrics").text
+    assert "cellseg_images_processed_total" in text
+    assert "cellseg_batches_total" in text
+    assert "cellseg_queue_depth" in text

@@ -1,0 +1,34 @@
+"""Events of one image's and one job's progress, sent after the database says so."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from backend import events
+from backend.db import repo, work
+from backend.jobs_state import counts_payload, is_terminal, job_status
+from workers.runtime import WorkerRuntime
+
+
+def publish_image(rt: WorkerRuntime, row: Any, status: str, **extra: Any) -> None:
+    job_id, image_id = str(row["job_id"]), str(row["id"])
+    rt.events.emit(
+        events.IMAGE_UPDATE,
+        events.image_update(job_id, image_id, status, **extra),
+        events.rooms(row["user_id"], job_id),
+    )
+
+
+def publish_job(rt: WorkerRuntime, job_id: str, user_id: int) -> None:
+    """``job.progress`` now; ``job.done`` once, guarded by the database, when it is over."""
+    counts, total = rt.run(work.job_counts(rt.pool, job_id))
+    payload = counts_payload(counts, total)
+    position, rate = rt.run(work.queue_position_and_rate(rt.pool, job_id))
+    remaining = payload["queued"] + payload["processing"] + (position or 0)
+    eta = round(remaining / rate, 1) if rate > 0 and remaining else (0.0 if not remaining else None)
+    to = events.rooms(user_id, job_id)
+    rt.events.emit(events.JOB_PROGRESS, events.job_progress(job_id, payload, position, eta), to)
+    status = job_status(counts, total)
+    if is_terminal(status) and rt.run(repo.mark_job_finished(rt.pool, UUID(job_id))):
+        rt.events.emit(events.JOB_DONE, events.job_done(job_id, status, payload), to)
