@@ -18,7 +18,7 @@ from ml_service.engine import Engine
 from ml_service.evaluation import iou
 from ml_service.settings import EngineSettings
 from ml_service.synthetic import generate_sample
-from tests.service.conftest import Service
+from tests.harness import Service
 
 MODELS = ("hrnet", "unet", "cbam_resunet")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.service.conftest import Service
+from tests.harness import Service
 from tests.service.test_end_to_end import auth, make_pngs, wait_job
 from tests.services import ensure_postgres, ensure_redis
 
