@@ -143,7 +143,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "DISPATCH_INTERVAL_S": "0.1",
         "TASK_TIME_LIMIT_S": "60",
         "BROKER_VISIBILITY_TIMEOUT_S": "8",
-        "SYNC_TIMEOUT_S": "60",
+        "SYNC_TIMEOUT_S": "6",
         "WORKER_QUEUE": queue,
         "WORKER_HEARTBEAT_S": "1",
         "ML_INFERENCE_WORKERS": "8",

@@ -26,7 +26,7 @@ from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import NotFound, ValidationFailed
 from backend.forms import read_multipart
 from backend.jobs_state import counts_payload, is_terminal, job_status
-from backend.settings import MODEL_NAMES
+from backend.settings import MODEL_NAMES, Settings
 from backend.uploads import UploadBatch
 
 log = logging.getLogger(__name__)
@@ -161,12 +161,21 @@ async def call_hook(request: Request, name: str, job_id: UUID, *args: Any) -> No
 # --- routes ------------------------------------------------------------------------------------
 
 
-@router.post("/jobs", status_code=202, openapi_extra=_CREATE_JOB_BODY)
-async def create_job(
-    request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
-) -> dict[str, Any]:
-    """Upload images for segmentation (multipart). Answers only once every upload is stored
-    and the job's rows are committed; nothing is kept when any part of the request fails."""
+async def accept_job(
+    request: Request,
+    user: CurrentUser,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    file_field: str = "files",
+    max_files: int | None = None,
+    sync: bool = False,
+) -> tuple[UUID, list[repo.NewImage], asyncpg.Record]:
+    """Stream the multipart uploads to storage and commit the job and its images (queued).
+
+    Nothing is kept when any part of the request fails. Returns the job id, its images and the
+    job row; the caller answers."""
+    max_files = max_files or settings.max_files_per_job
     max_bytes = settings.max_upload_mb * 1024 * 1024
     batch = UploadBatch(
         settings.upload_dir, max_total_bytes=max_bytes, max_pixels=settings.max_image_pixels
@@ -175,8 +184,8 @@ async def create_job(
         form = await read_multipart(
             request,
             batch,
-            file_field="files",
-            max_files=settings.max_files_per_job,
+            file_field=file_field,
+            max_files=max_files,
             text_fields={
                 "model": parse_model,
                 "threshold": parse_threshold,
@@ -184,12 +193,12 @@ async def create_job(
             },
             max_body_bytes=max_bytes
             + MULTIPART_OVERHEAD_BYTES
-            + MULTIPART_OVERHEAD_PER_FILE * settings.max_files_per_job,
+            + MULTIPART_OVERHEAD_PER_FILE * max_files,
         )
         if not batch.files:
             hint = f" (got fields: {', '.join(form.ignored_fields)})" if form.ignored_fields else ""
             raise ValidationFailed(
-                "no_files", f"no files: send one or more images in the 'files' field{hint}"
+                "no_files", f"no files: send one or more images in the '{file_field}' field{hint}"
             )
         model = form.values.get("model")
         if model is None:
@@ -221,11 +230,22 @@ async def create_job(
                 threshold=threshold,
                 min_area=min_area,
                 images=images,
+                sync=sync,
             ),
         )
     finally:
         await batch.discard(pool)  # no-op once committed
     await call_hook(request, "on_job_created", job_id)
+    return job_id, images, job
+
+
+@router.post("/jobs", status_code=202, openapi_extra=_CREATE_JOB_BODY)
+async def create_job(
+    request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
+) -> dict[str, Any]:
+    """Upload images for segmentation (multipart). Answers only once every upload is stored
+    and the job's rows are committed; nothing is kept when any part of the request fails."""
+    job_id, images, job = await accept_job(request, user, settings, pool)
     return {
         "id": str(job_id),
         "status": job_status({"queued": len(images)}, len(images)),
@@ -284,6 +304,20 @@ async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> dict[str, An
     }
 
 
+async def cancel_and_notify(
+    request: Request, pool: asyncpg.Pool, jid: UUID, total: int
+) -> tuple[dict[str, int], str]:
+    """Cancel what has not started, emit through the hooks; returns (counts, job status)."""
+    async with pool.acquire() as conn:
+        outcome = await repo.cancel_job(conn, jid)
+    status = job_status(outcome.counts, total)
+    if outcome.cancelled_ids:
+        await call_hook(request, "on_images_cancelled", jid, outcome.cancelled_ids)
+    if is_terminal(status) and await repo.mark_job_finished(pool, jid):
+        await call_hook(request, "on_job_finished", jid)
+    return outcome.counts, status
+
+
 @router.delete("/jobs/{job_id}")
 async def cancel_job(
     job_id: str, request: Request, user: CurrentUser, pool: PoolDep
@@ -294,14 +328,7 @@ async def cancel_job(
     job = await repo.get_job(pool, user.id, jid)
     if job is None:
         raise job_not_found(jid)
-    async with pool.acquire() as conn:
-        outcome = await repo.cancel_job(conn, jid)
-    counts = outcome.counts
-    status = job_status(counts, job["total"])
-    if outcome.cancelled_ids:
-        await call_hook(request, "on_images_cancelled", jid, outcome.cancelled_ids)
-    if is_terminal(status) and await repo.mark_job_finished(pool, jid):
-        await call_hook(request, "on_job_finished", jid)
+    counts, status = await cancel_and_notify(request, pool, jid, job["total"])
     return {
         "id": str(jid),
         "status": status,

@@ -229,3 +229,74 @@ def test_metrics_show_images_batches_and_queue_depth(service: Service) -> None:
     assert "cellseg_images_processed_total" in text
     assert "cellseg_batches_total" in text
     assert "cellseg_queue_depth" in text
+
+
+def test_segment_answers_with_the_result(service: Service) -> None:
+    key = service.create_user("scripter")
+    data = make_pngs(31, 1)[0]
+    r = httpx.post(
+        f"{service.url}/api/v1/segment",
+        files={"file": ("one.png", data, "image/png")},
+        data={"model": "hrnet", "threshold": "0.5", "min_area": "20"},
+        headers=auth(key),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["width"] == 256 and body["height"] == 256 and body["objects"]
+    assert body["min_area"] == 20
+    job = httpx.get(f"{service.url}/api/v1/jobs/{body['job_id']}", headers=auth(key)).json()
+    assert job["status"] == "done" and job["images"][0]["id"] == body["image_id"]
+    bad = httpx.post(
+        f"{service.url}/api/v1/segment",
+        files={"file": ("x.txt", b"not an image", "text/plain")},
+        data={"model": "hrnet"},
+        headers=auth(key),
+    )
+    assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_format"
+
+
+def test_segment_timeout_cancels_an_image_that_never_started(service: Service) -> None:
+    key = service.create_user("impatient")
+    service.stop("worker")
+    try:
+        r = httpx.post(
+            f"{service.url}/api/v1/segment",
+            files={"file": ("one.png", make_pngs(32, 1)[0], "image/png")},
+            data={"model": "unet"},
+            headers=auth(key),
+            timeout=30,
+        )
+        assert r.status_code == 504, r.text
+        error = r.json()["error"]
+        assert error["code"] == "timeout" and error["status"] == "cancelled"
+        rows = service.db("SELECT status FROM images WHERE id = $1", error["image_id"])
+        assert rows[0]["status"] == "cancelled"
+    finally:
+        service.start_worker()
+        service.wait_ready()
+
+
+def test_socket_refuses_bad_keys_and_other_users_jobs(service: Service) -> None:
+    owner, other = service.create_user("owner"), service.create_user("other")
+
+    async def scenario() -> None:
+        for token in (None, "wrong-key"):
+            sio = socketio.AsyncClient(reconnection=False)
+            refused = False
+            try:
+                await sio.connect(
+                    service.url, auth={"token": token} if token else None, transports=["websocket"]
+                )
+            except socketio.exceptions.ConnectionError:
+                refused = True
+            assert refused, f"connected with token {token!r}"
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+            job = await submit(http, owner, make_pngs(33, 1), "hrnet")
+        snoop = socketio.AsyncClient(reconnection=False)
+        await snoop.connect(service.url, auth={"token": other}, transports=["websocket"])
+        answer = await snoop.call("subscribe", {"job_id": job["id"]}, timeout=10)
+        assert answer["error"]["code"] == "not_found"
+        await snoop.disconnect()
+
+    asyncio.run(scenario())

@@ -1,0 +1,73 @@
+"""``POST /api/v1/segment``: one image, answered with its result (for simple scripts).
+
+The image goes through the same upload checks, queue and fair dispatch as any job (a one-image
+job marked ``sync``); the request waits up to ``SYNC_TIMEOUT_S`` for it. On timeout the image is
+cancelled if it has not started (nothing keeps running for an answer nobody waits for) and the
+answer is 504 ``timeout`` with the job and image ids; an image already running finishes and its
+result stays available under the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from backend.db import repo
+from backend.deps import CurrentUser, PoolDep, SettingsDep
+from backend.errors import ApiError
+from backend.routes.jobs import accept_job, cancel_and_notify
+
+router = APIRouter()
+
+POLL_S = (0.05, 0.25)  # first and longest interval between status reads
+
+
+@router.post("/segment")
+async def segment(
+    request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
+) -> JSONResponse:
+    """Multipart: ``file`` (one image), ``model``, ``threshold`` (0.05–0.95, default 0.5),
+    ``min_area`` (default 50). Answers 200 with the result (as ``GET .../result``, plus
+    ``job_id`` and ``image_id``)."""
+    job_id, images, job = await accept_job(
+        request, user, settings, pool, file_field="file", max_files=1, sync=True
+    )
+    image_id = images[0].id
+    ids = {"job_id": str(job_id), "image_id": str(image_id)}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.sync_timeout_s
+    delay = POLL_S[0]
+    while True:
+        row = await repo.get_image_result(pool, user.id, job_id, image_id, "result")
+        if row is None:  # pragma: no cover - the row was committed above
+            raise ApiError("not_found", "the image vanished", 404, details=ids)
+        if row["status"] == "done" and row["payload"] is not None:
+            body: dict[str, Any] = json.loads(row["payload"])
+            return JSONResponse({**ids, **body})
+        if row["status"] in ("failed", "cancelled"):
+            raise ApiError(
+                row["error_code"] or "image_failed",
+                row["error"] or f"the image was {row['status']}",
+                422,
+                details={**ids, "status": row["status"]},
+            )
+        if loop.time() >= deadline:
+            started = row["status"] == "processing"
+            await cancel_and_notify(request, pool, job_id, job["total"])
+            hint = (
+                f"it is running: fetch the result later under job {job_id}"
+                if started
+                else "it had not started and was cancelled"
+            )
+            raise ApiError(
+                "timeout",
+                f"no result within SYNC_TIMEOUT_S={settings.sync_timeout_s:g} s; {hint}",
+                504,
+                details={**ids, "status": "processing" if started else "cancelled"},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, POLL_S[1])
