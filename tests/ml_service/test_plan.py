@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from ml_service.plan import (
+    SEED_A5000,
+    Device,
+    parse_duration,
+    parse_mix,
+    plan_device,
+)
+from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
+
+A5000 = Device("A5000", 24, 1.0, 1.0, None)
+
+
+def test_gpu_hours_are_counted_per_gpu() -> None:
+    # 6000 hrnet images at 17.3 img/s need 346.8 s on one GPU; a 120 s deadline needs 3 GPUs,
+    # each billed for the whole wall time.
+    plan = plan_device(A5000, {"hrnet": 6000}, 120, ProfileBook(), "full")
+    assert plan.gpus == 3
+    assert plan.wall_h * 3600 == pytest.approx(6000 / (17.3 * 3))
+    assert plan.gpu_hours == pytest.approx(3 * plan.wall_h)
+    assert plan.cost == pytest.approx(plan.gpu_hours * 1.0)
+
+
+def test_mix_throughput_is_the_harmonic_mean_of_per_model_rates() -> None:
+    plan = plan_device(A5000, {"hrnet": 50, "unet": 50}, 3600, ProfileBook(), "full")
+    expected = 1 / (0.5 / SEED_A5000["hrnet"][0] + 0.5 / SEED_A5000["unet"][0])
+    assert plan.mix_images_per_s == pytest.approx(expected)
+    assert plan.estimated
+
+
+def test_measured_profile_wins_over_the_seed_estimate() -> None:
+    book = ProfileBook()
+    points = (BatchPoint(1, 100, 100.0), BatchPoint(4, 300, 200.0))  # 10 and 20 img/s
+    book.put("GPU X", "hrnet/full:torch", ModelProfile(0, 75, 4, 4, points=points))
+    gpu = Device("GPU X", 24, 2.0, 1.5, "GPU X")
+    plan = plan_device(gpu, {"hrnet": 100}, 3600, book, "full")
+    assert plan.rates["hrnet"].source == "measured"
+    assert plan.rates["hrnet"].images_per_s == pytest.approx(20.0)
+    assert plan.rates["hrnet"].batch_size == 4
+    assert not plan.estimated
+
+
+def test_estimates_scale_with_relative_speed_and_flag_memory() -> None:
+    fast = Device("fast", 24, 1.0, 2.0, None)
+    assert plan_device(fast, {"unet": 10}, 60, ProfileBook(), "full").rates[
+        "unet"
+    ].images_per_s == pytest.approx(2.04)
+    tiny = Device("tiny", 12, 1.0, 1.0, None)  # 12 GB − 10.4 GB resident < 3.1 GB for unet b8
+    assert not plan_device(tiny, {"unet": 10}, 60, ProfileBook(), "full").fits
+
+
+def test_parsers() -> None:
+    assert parse_mix("hrnet=1,unet=3") == {"hrnet": 0.25, "unet": 0.75}
+    assert parse_duration("1h") == 3600 and parse_duration("90s") == 90
+    assert parse_duration("30m") == 1800 and parse_duration("45") == 45
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+    with pytest.raises(ValueError):
+        parse_mix("hrnet=0")
