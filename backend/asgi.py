@@ -21,7 +21,7 @@ from backend.app import create_app
 from backend.db import work
 from backend.dispatcher import Dispatcher, make_sender
 from backend.jobs_state import counts_payload, job_status
-from backend.realtime import create_sio
+from backend.realtime import ConnectionCount, create_sio
 from backend.routes import metrics
 from backend.settings import Settings, get_settings
 
@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 
 def attach_service(app: FastAPI, settings: Settings) -> socketio.AsyncServer:
     """Add Socket.IO, the dispatcher and metrics to a ``create_app`` app."""
-    sio = create_sio(settings, lambda: app.state.pool)
+    connections = ConnectionCount()
+    sio = create_sio(settings, lambda: app.state.pool, connections)
     app.state.sio = sio
+    app.state.sio_connections = connections
     app.include_router(metrics.router)
     inner = app.router.lifespan_context
 

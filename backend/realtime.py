@@ -23,7 +23,16 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_sio(settings: Settings, pool: Callable[[], asyncpg.Pool]) -> socketio.AsyncServer:
+class ConnectionCount:
+    """Authenticated Socket.IO connections of this process (for ``/metrics``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def create_sio(
+    settings: Settings, pool: Callable[[], asyncpg.Pool], count: ConnectionCount | None = None
+) -> socketio.AsyncServer:
     manager = socketio.AsyncRedisManager(settings.redis_url, channel=events.CHANNEL)
     sio = socketio.AsyncServer(
         async_mode="asgi", client_manager=manager, cors_allowed_origins="*", logger=False
@@ -42,6 +51,14 @@ def create_sio(settings: Settings, pool: Callable[[], asyncpg.Pool]) -> socketio
             raise socketio.exceptions.ConnectionRefusedError("unauthorized: invalid API key")
         await sio.save_session(sid, {"user_id": user["id"]})
         await sio.enter_room(sid, events.user_room(user["id"]))
+        if count is not None:
+            count.value += 1
+
+    @sio.event
+    async def disconnect(sid: str, *args: Any) -> None:
+        session = await sio.get_session(sid)
+        if count is not None and session.get("user_id") is not None:
+            count.value -= 1
 
     @sio.event
     async def subscribe(sid: str, data: Any) -> dict[str, Any]:

@@ -41,6 +41,7 @@ class Service:
     queue: str
     tmp: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_metrics_port: int = field(default_factory=lambda: free_port())
 
     def start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
         log = (self.tmp / f"{name}.log").open("ab")
@@ -68,8 +69,15 @@ class Service:
         self.start(
             name,
             ["-m", "workers"],
-            {"WORKER_NAME": f"{self.queue}-{name}-{secrets.token_hex(3)}"},
+            {
+                "WORKER_NAME": f"{self.queue}-{name}-{secrets.token_hex(3)}",
+                "WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            },
         )
+
+    @property
+    def worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.worker_metrics_port}/metrics"
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

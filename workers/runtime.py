@@ -19,6 +19,7 @@ from backend.events import EventPublisher
 from backend.settings import Settings, get_settings
 from ml_service.engine import Engine
 from ml_service.settings import get_settings as get_engine_settings
+from workers.metrics import WorkerMetrics
 from workers.settings import WorkerSettings, get_worker_settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class WorkerRuntime:
         self.events = EventPublisher(settings.redis_url)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
         self.engine.stats.listeners.append(self._count_batch)
+        self.metrics = WorkerMetrics(self.engine)
+        if worker.worker_metrics_port:
+            self.metrics.serve(worker.worker_metrics_port)
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         self._beat.start()

@@ -17,6 +17,7 @@ class WorkerSettings(BaseSettings):
     ml_inference_workers: int = Field(8, ge=1, le=256, description="task threads per worker")
     worker_heartbeat_s: float = Field(5.0, gt=0, le=300)
     worker_db_pool_size: int = Field(4, ge=2, le=100)
+    worker_metrics_port: int = Field(9101, ge=0, le=65535, description="0: no metrics server")
 
 
 class WorkerSettingsError(ValueError):

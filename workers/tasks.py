@@ -74,6 +74,7 @@ def segment_image(self: Task, image_id: str) -> str:
         message = exc.message if isinstance(exc, EngineError) else f"upload {path.name} missing"
         rt.run(work.fail_image(rt.pool, image_id, code, message))
         rt.count_image("failed")
+        rt.metrics.observe_image(row["model"], "failed")
         publish_image(rt, row, "failed", error={"code": code, "message": message})
         publish_job(rt, str(row["job_id"]), row["user_id"])
         return "failed"
@@ -93,6 +94,7 @@ def segment_image(self: Task, image_id: str) -> str:
         )
     )
     rt.count_image("done")
+    rt.metrics.observe_image(row["model"], "done", result.timings_ms["queue"])
     publish_image(
         rt,
         row,

@@ -25,9 +25,15 @@ class _Snapshot:
     """A collector over values read just before the scrape."""
 
     def __init__(
-        self, by_status: dict[str, int], batches: dict[str, int], images: dict[str, int]
+        self,
+        by_status: dict[str, int],
+        batches: dict[str, int],
+        images: dict[str, int],
+        per_queue: list[tuple[str, str, int]],
+        connections: int | None,
     ) -> None:
         self.by_status, self.batches, self.images = by_status, batches, images
+        self.per_queue, self.connections = per_queue, connections
 
     def collect(self):  # type: ignore[no-untyped-def]
         depth = GaugeMetricFamily(
@@ -51,6 +57,20 @@ class _Snapshot:
         for size, n in sorted(self.batches.items(), key=lambda kv: int(kv[0])):
             batches.add_metric([size], n)
         yield batches
+        queue = GaugeMetricFamily(
+            "cellseg_queue_in_flight",
+            "Images released to a device queue: dispatched (waiting) or processing",
+            labels=["queue", "status"],
+        )
+        for queue_name, image_status, n in self.per_queue:
+            queue.add_metric([queue_name, image_status], n)
+        yield queue
+        if self.connections is not None:
+            sockets = GaugeMetricFamily(
+                "cellseg_socketio_connections", "Authenticated Socket.IO connections (process)"
+            )
+            sockets.add_metric([], self.connections)
+            yield sockets
 
 
 async def _hash(client: aioredis.Redis, key: str) -> dict[str, int]:
@@ -64,8 +84,22 @@ async def metrics(request: Request) -> Response:
     client: aioredis.Redis = request.app.state.redis
     async with asyncio.timeout(2):
         rows = await pool.fetch("SELECT status, count(*) AS n FROM images GROUP BY status")
+        per_queue = await pool.fetch(
+            "SELECT queue, status, count(*) AS n FROM images "
+            "WHERE status IN ('dispatched', 'processing') AND queue IS NOT NULL "
+            "GROUP BY queue, status"
+        )
         batches = await _hash(client, METRIC_BATCHES)
         images = await _hash(client, METRIC_IMAGES)
     registry = CollectorRegistry()
-    registry.register(_Snapshot({r["status"]: r["n"] for r in rows}, batches, images))
+    connections = getattr(request.app.state, "sio_connections", None)
+    registry.register(
+        _Snapshot(
+            {r["status"]: r["n"] for r in rows},
+            batches,
+            images,
+            [(r["queue"], r["status"], r["n"]) for r in per_queue],
+            connections.value if connections is not None else None,
+        )
+    )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -225,10 +225,46 @@ def test_worker_killed_mid_job_loses_and_duplicates_nothing(service: Service) ->
 
 
 def test_metrics_show_images_batches_and_queue_depth(service: Service) -> None:
-    text = httpx.get(f"{service.url}/metrics").text
-    assert "cellseg_images_processed_total" in text
-    assert "cellseg_batches_total" in text
-    assert "cellseg_queue_depth" in text
+    key = service.create_user("metered")
+    with httpx.Client(base_url=service.url, timeout=60) as http:
+        files = [("files", (f"m{i}.png", d, "image/png")) for i, d in enumerate(make_pngs(51, 4))]
+        job = http.post("/api/v1/jobs", files=files, data={"model": "unet"}, headers=auth(key))
+        wait_job(service, key, job.json()["id"], 120)
+        async_clients = asyncio.run(_connected_count(service, key))
+    gateway = httpx.get(f"{service.url}/metrics").text
+    assert "cellseg_images_processed_total" in gateway
+    assert "cellseg_batches_total" in gateway
+    assert "cellseg_queue_depth" in gateway
+    assert "cellseg_queue_in_flight" in gateway
+    assert async_clients == 1.0
+    worker = httpx.get(service.worker_metrics_url).text
+    done = metric(worker, 'cellseg_worker_images_total{model="unet",status="done"}')
+    assert done >= 4
+    assert metric(worker, 'cellseg_batch_size_count{model="unet"}') >= 1
+    assert metric(worker, 'cellseg_inference_seconds_count{model="unet"}') >= 1
+    assert metric(worker, 'cellseg_queue_wait_seconds_count{model="unet"}') >= 4
+    assert metric(worker, 'cellseg_oom_retries_total{model="unet"}') == 0
+    assert metric(worker, 'cellseg_sizer_memory_bytes{kind="capacity"}') > 0
+    assert metric(worker, 'cellseg_batch_ceiling{model="unet"}') >= 1
+    assert 'cellseg_device_memory_bytes{device="cpu-' in worker
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+async def _connected_count(service: Service, key: str) -> float:
+    lst = Listener()
+    await lst.connect(service.url, key)
+    try:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"{service.url}/metrics")).text
+        return metric(text, "cellseg_socketio_connections")
+    finally:
+        await lst.sio.disconnect()
 
 
 def test_segment_answers_with_the_result(service: Service) -> None:
