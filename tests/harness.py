@@ -99,6 +99,14 @@ class Service:
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()
 
+    def diagnostics(self, lines: int = 40) -> str:
+        """The last lines of every process log, for failure messages."""
+        out = []
+        for path in sorted(self.tmp.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name} ---\n" + "\n".join(tail))
+        return "\n".join(out)
+
     def create_user(self, name: str) -> str:
         r = httpx.post(
             f"{self.url}/api/v1/users",

@@ -185,8 +185,9 @@ def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) ->
         images = [png(generate_sample(rng, 256, "cells").image) for _ in range(8)]
         with ThreadPoolExecutor(8) as callers:
             results = list(callers.map(lambda d: eng.submit(d, "hrnet").result(60), images))
-        assert all(len(r.objects) > 0 for r in results)
-        assert eng.sizer.ceiling("hrnet") == 1
+        assert all(len(r.objects) > 0 for r in results)  # nothing lost
+        assert eng.sizer.describe("hrnet")["oom_events"] >= 1
+        assert eng.sizer.ceiling("hrnet") <= 2  # halved from 4 (additive increase may add 1)
         assert any(n > 1 for n in injected.sizes)  # it did try bigger batches first
 
 

@@ -37,9 +37,7 @@ class TestModel:
         assert y.dtype == torch.float32
         assert torch.isfinite(y).all()
 
-    def test_eval_output_is_deterministic_and_batch_independent(
-        self, key: tuple[str, str]
-    ) -> None:
+    def test_eval_output_is_deterministic_and_batch_independent(self, key: tuple[str, str]) -> None:
         torch.manual_seed(0)
         spec = get_spec(*key)
         model = spec.build().eval()

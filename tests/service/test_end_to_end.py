@@ -104,7 +104,10 @@ def test_eight_users_at_once_get_their_own_results_and_events(service: Service) 
         for i, (lst, job) in enumerate(zip(listeners, jobs, strict=True)):
             own = {img["id"] for img in job["images"]}
             updates = lst.of("image.update")
-            assert {u["image_id"] for u in updates} == own  # all of its own, nothing else
+            seen = {u["image_id"] for u in updates}
+            assert seen == own, (  # all of its own, nothing else
+                f"user {i}: missing {own - seen}, foreign {seen - own}, events {lst.events}"
+            )
             done_updates = {u["image_id"] for u in updates if u["status"] == "done"}
             assert done_updates == own
             assert [d["job_id"] for d in lst.of("job.done")] == [job["id"]]
@@ -165,7 +168,8 @@ def wait_job(service: Service, key: str, job_id: str, timeout: float) -> dict[st
             if body["status"] not in ("queued", "running"):
                 return dict(body)
         time.sleep(0.3)
-    raise TimeoutError(f"job {job_id} not finished: {body}")
+    counts = body["counts"] if body else None
+    raise TimeoutError(f"job {job_id} not finished: {counts}\n{service.diagnostics()}")
 
 
 def test_cancel_stops_images_not_started(service: Service) -> None:

@@ -37,7 +37,7 @@ def wait_done_count(service: Service, job_id: str, n: int, timeout: float = 120)
         if done >= n:
             return
         time.sleep(0.1)
-    raise TimeoutError(f"fewer than {n} images done")
+    raise TimeoutError(f"fewer than {n} images done\n{service.diagnostics()}")
 
 
 def assert_all_stored_once(service: Service, job_id: str, n: int) -> None:
