@@ -179,6 +179,7 @@ class Engine:
         self._device_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="engine-device")
         self._cpu = ThreadPoolExecutor(settings.cpu_threads, thread_name_prefix="engine-cpu")
         self._closed = False
+        self.startup_s: dict[str, float] = {}
         book = profiles or ProfileBook()
         budget = budget_mb(probe, settings, self.pool.resident_bytes())
         self.batchers: dict[str, DynamicBatcher] = {}
@@ -209,12 +210,19 @@ class Engine:
         settings = settings or get_settings()
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        started = time.monotonic()
         probe = make_probe(settings.device)
         pool = ModelPool.load(settings, probe.torch_device)
+        loaded = time.monotonic()
         engine = cls(
             settings, pool.models, probe, profiles=ProfileBook.load(settings.profiles_path)
         )
         engine.warm_up()
+        engine.startup_s = {
+            "load": round(loaded - started, 3),
+            "calibrate_and_warm_up": round(time.monotonic() - loaded, 3),
+        }
+        log.info("engine ready: %s", engine.startup_s)
         return engine
 
     # ---- public API --------------------------------------------------------------------

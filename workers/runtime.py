@@ -78,6 +78,7 @@ class WorkerRuntime:
             "models": info["models"],
             "memory": info["memory"],
             "gpus": info["gpus"],
+            "startup_s": self.engine.startup_s,
         }
 
     def _heartbeat(self) -> None:
