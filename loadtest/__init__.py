@@ -1,0 +1,1 @@
+"""Concurrent-user load tester for CellSeg Serve (REST + Socket.IO), loopback targets only."""

@@ -1,0 +1,57 @@
+"""The load tester against the real service (small, bounded), and its pure parts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from loadtest.__main__ import synthetic_images
+from loadtest.report import ImageRecord, RunResult, summarize
+from loadtest.runner import NotLoopback, Workload, check_loopback, run_workload
+from tests.harness import ADMIN_KEY, Service
+
+
+def test_three_users_every_image_done_no_event_lost(service: Service, tmp_path: Path) -> None:
+    images = synthetic_images(3, 256, tmp_path)
+    work = Workload(
+        url=service.url,
+        users=3,
+        images=images,
+        models=["hrnet", "unet"],
+        timeout_s=180,
+        admin_key=ADMIN_KEY,
+    )
+    summary = summarize(asyncio.run(run_workload(work)))
+    assert summary["done"] == summary["images"] == 9
+    assert summary["events_lost"] == 0 and summary["errors"] == {}
+    assert summary["latency_s"]["p50"] is not None and summary["latency_s"]["p50"] > 0
+    assert summary["time_to_first_event_s"]["p50"] is not None
+    assert 0 < summary["fairness"] <= 1
+    assert summary["images_per_s"] > 0
+
+
+def test_only_loopback_targets() -> None:
+    for url in ("http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:80"):
+        check_loopback(url)
+    for url in ("http://10.0.0.5:8000", "http://example.com", "http://192.168.1.2"):
+        with pytest.raises(NotLoopback):
+            check_loopback(url)
+
+
+def test_summary_counts_lost_events_errors_and_fairness() -> None:
+    run = RunResult(users=2, started_at=0.0, finished_at=10.0, errors={"rate_limited": 1})
+    run.images = [
+        ImageRecord(0, "j0", "a", 0.0, 0.5, 2.0, "done"),
+        ImageRecord(0, "j0", "b", 0.0, 0.5, 4.0, "done"),
+        ImageRecord(1, "j1", "c", 0.0, 1.0, 8.0, "done"),
+        ImageRecord(1, "j1", "d", 0.0, None, None, "done"),  # done by REST, event never came
+        ImageRecord(1, "j1", "e", 0.0, 1.0, 9.0, "failed"),
+    ]
+    s = summarize(run)
+    assert s["done"] == 4 and s["events_lost"] == 1
+    assert s["errors"] == {"rate_limited": 1, "image_failed": 1}
+    assert s["images_per_s_per_user"] == {"0": 0.5, "1": 0.125}
+    assert s["fairness"] == 0.25
+    assert s["latency_s"]["p50"] == 4.0
