@@ -1,0 +1,77 @@
+"""Service efficiency: the engine alone vs the whole service, same model, images and users.
+
+    python -m scripts.efficiency --url http://127.0.0.1:8000 --admin-key KEY \\
+        [--model hrnet] [--users 8] [--images-per-user 20] [--json out.json]
+
+In one run: (1) the engine in this process, 8 concurrent callers: raw batched inference on
+preprocessed inputs (``ml_service.bench``'s batcher figure) and the full engine path (PNG bytes →
+result: decode, preprocess, batched inference, postprocess); (2) the load tester's end-to-end
+throughput through the running service (REST upload → worker → result → Socket.IO event) at
+``--users`` users. Prints end-to-end / engine for both engine figures. Run it against an idle
+service on the same machine (``make run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from loadtest.__main__ import synthetic_images
+from loadtest.report import summarize
+from loadtest.runner import Workload, run_workload
+from ml_service.bench import bench_model
+from ml_service.engine import Engine
+from ml_service.settings import load_settings
+
+
+def engine_full_path(engine: Engine, model: str, images: list[Path], callers: int) -> float:
+    data = [p.read_bytes() for p in images]
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(lambda d: engine.segment(d, model), data[:callers]))  # warm
+        start = time.perf_counter()
+        list(pool.map(lambda d: engine.segment(d, model), data))
+    return len(data) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Engine alone vs the whole service")
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--admin-key", required=True)
+    parser.add_argument("--model", default="hrnet")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--images-per-user", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        images = synthetic_images(args.images_per_user, 256, Path(tmp))
+        settings = load_settings().model_copy(update={"models": (args.model,)})
+        with Engine.from_settings(settings) as engine:
+            raw = bench_model(engine, args.model, args.users, args.users * args.images_per_user)
+            full = engine_full_path(engine, args.model, images * args.users, args.users)
+        work = Workload(args.url, args.users, images, [args.model], admin_key=args.admin_key)
+        e2e = summarize(asyncio.run(run_workload(work)))
+    report = {
+        "command": "python -m scripts.efficiency " + " ".join(sys.argv[1:]),
+        "device": engine.probe.key,
+        "model": args.model,
+        "engine_raw_batched_img_s": raw["batcher_img_s"],
+        "engine_full_path_img_s": round(full, 2),
+        "service_end_to_end_img_s": e2e["images_per_s"],
+        "ratio_vs_raw_batched": round(e2e["images_per_s"] / raw["batcher_img_s"], 3),
+        "ratio_vs_full_path": round(e2e["images_per_s"] / full, 3),
+        "end_to_end": e2e,
+    }
+    sys.stdout.write(json.dumps({k: v for k, v in report.items() if k != "end_to_end"}, indent=2))
+    sys.stdout.write("\n")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
