@@ -2,7 +2,9 @@
 
 Supported containers are PNG, JPEG and TIFF (see :data:`SUPPORTED_FORMATS`). Everything that
 can be learned from the header is checked before a single pixel is decoded, so a decompression
-bomb (a tiny file that claims billions of pixels) is refused without allocating its pixels:
+bomb (a tiny file that claims billions of pixels) is refused without allocating its pixels. The
+header rules live in the shared :mod:`imageheader` package (the gateway checks uploads with the
+same code); this module maps its errors to the engine's and decodes:
 
 1. the magic bytes name the format, else :class:`~ml_service.errors.UnsupportedFormat`;
 2. :func:`read_image_info` parses the header (PNG ``IHDR``, JPEG ``SOFn``, the first TIFF IFD)
@@ -32,48 +34,26 @@ tifffile. Notes on what is accepted:
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import tifffile
 
+import imageheader
+from imageheader import MIN_SIDE, SUPPORTED_FORMATS
+from imageheader.tiff import first_page, open_tiff
 from ml_service.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
-SUPPORTED_FORMATS: tuple[str, ...] = ("png", "jpeg", "tiff")
-"""Container formats :func:`decode_image` reads."""
-
-MIN_SIDE = 2
-"""Smallest accepted width and height in pixels; a 0- or 1-pixel-wide image is degenerate."""
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
-
-# PNG colour type -> channels OpenCV returns (without / with a tRNS chunk), allowed bit depths.
-_PNG_COLOUR_TYPES: dict[int, tuple[int, int, tuple[int, ...]]] = {
-    0: (1, 1, (1, 2, 4, 8, 16)),  # grey; OpenCV ignores tRNS here
-    2: (3, 4, (8, 16)),  # RGB
-    3: (3, 4, (1, 2, 4, 8)),  # palette
-    4: (4, 4, (8, 16)),  # grey + alpha, expanded to RGBA
-    6: (4, 4, (8, 16)),  # RGBA
-}
-
-# JPEG start-of-frame markers (all SOFn but DHT C4, JPG C8 and DAC CC).
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Markers without a length field.
-_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01, 0xD8}
-
-_TIFF_PHOTOMETRIC = {
-    tifffile.PHOTOMETRIC.MINISWHITE,
-    tifffile.PHOTOMETRIC.MINISBLACK,
-    tifffile.PHOTOMETRIC.RGB,
-    tifffile.PHOTOMETRIC.YCBCR,
-}
+__all__ = [
+    "MIN_SIDE",
+    "SUPPORTED_FORMATS",
+    "ImageInfo",
+    "decode_image",
+    "detect_format",
+    "read_image_info",
+]
 
 
 @dataclass(frozen=True)
@@ -107,24 +87,26 @@ class ImageInfo:
         return (self.height, self.width, self.channels)
 
 
+@contextmanager
+def _engine_errors() -> Iterator[None]:
+    """Raise :mod:`imageheader` errors as the engine's."""
+    try:
+        yield
+    except (imageheader.UnknownFormat, imageheader.UnsupportedPixels) as exc:
+        raise UnsupportedFormat(exc.message) from exc
+    except imageheader.HeaderError as exc:
+        raise InvalidImage(exc.message) from exc
+
+
 def detect_format(data: bytes) -> str:
     """Name the container format from the magic bytes.
 
     Raises:
-        InvalidImage: ``data`` is empty.
+        InvalidImage: ``data`` is empty, or ends inside a signature.
         UnsupportedFormat: the magic bytes are not those of a supported format.
     """
-    if not data:
-        raise InvalidImage("empty upload: no image bytes")
-    if data.startswith(_PNG_MAGIC):
-        return "png"
-    if data.startswith(_JPEG_MAGIC):
-        return "jpeg"
-    if data[:4] in _TIFF_MAGICS:
-        return "tiff"
-    raise UnsupportedFormat(
-        "unrecognised image format; supported formats: " + ", ".join(SUPPORTED_FORMATS).upper()
-    )
+    with _engine_errors():
+        return imageheader.detect_format(data)
 
 
 def read_image_info(data: bytes) -> ImageInfo:
@@ -135,19 +117,9 @@ def read_image_info(data: bytes) -> ImageInfo:
             (width or height below :data:`MIN_SIDE`).
         UnsupportedFormat: unknown format, or a pixel type the engine does not read.
     """
-    fmt = detect_format(data)
-    if fmt == "png":
-        info = _png_info(data)
-    elif fmt == "jpeg":
-        info, _ = _jpeg_info(data)
-    else:
-        info = _tiff_info(data)
-    if info.width < MIN_SIDE or info.height < MIN_SIDE:
-        raise InvalidImage(
-            f"degenerate image size {info.width}x{info.height}: width and height must be at "
-            f"least {MIN_SIDE} pixels"
-        )
-    return info
+    with _engine_errors():
+        header = imageheader.read_header(data)
+    return ImageInfo(header.format, header.width, header.height, header.channels, header.dtype)
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -174,14 +146,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             f"image is {info.width}x{info.height} = {info.pixels} pixels; "
             f"the limit is {max_pixels} pixels"
         )
-    if info.format == "png":
-        _check_png_complete(data)
-        image = _decode_opencv(data, info)
-    elif info.format == "jpeg":
-        _check_jpeg_complete(data)
-        image = _decode_opencv(data, info)
-    else:
-        image = _decode_tiff(data, info)
+    with _engine_errors():
+        imageheader.check_complete(data, info.format, check_crc=True)
+    image = _decode_tiff(data, info) if info.format == "tiff" else _decode_opencv(data, info)
     if image.shape != info.shape or image.dtype != np.dtype(info.dtype):
         raise InvalidImage(
             f"decoded {info.format.upper()} has shape {image.shape} {image.dtype}, but its "
@@ -190,121 +157,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return image
 
 
-# --- PNG ---------------------------------------------------------------------------------------
-
-
-def _png_chunks(data: bytes, check_crc: bool) -> Iterator[tuple[bytes, bytes]]:
-    """Yield ``(type, payload)`` of each chunk; raise InvalidImage on a cut or corrupt one."""
-    pos = len(_PNG_MAGIC)
-    while True:
-        if pos + 8 > len(data):
-            raise InvalidImage("truncated PNG: file ends before the IEND chunk")
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        end = pos + 8 + length + 4
-        if end > len(data):
-            raise InvalidImage(f"truncated PNG: chunk {ctype!r} is cut short")
-        payload = data[pos + 8 : pos + 8 + length]
-        if check_crc:
-            (crc,) = struct.unpack(">I", data[end - 4 : end])
-            if zlib.crc32(payload, zlib.crc32(ctype)) != crc:
-                raise InvalidImage(f"corrupt PNG: CRC mismatch in chunk {ctype!r}")
-        yield ctype, payload
-        if ctype == b"IEND":
-            return
-        pos = end
-
-
-def _png_info(data: bytes) -> ImageInfo:
-    chunks = _png_chunks(data, check_crc=False)
-    ctype, ihdr = next(chunks)
-    if ctype != b"IHDR" or len(ihdr) != 13:
-        raise InvalidImage("corrupt PNG: the first chunk is not a valid IHDR")
-    width, height, depth, colour, _, _, _ = struct.unpack(">IIBBBBB", ihdr)
-    if colour not in _PNG_COLOUR_TYPES or depth not in _PNG_COLOUR_TYPES[colour][2]:
-        raise InvalidImage(f"corrupt PNG: invalid colour type {colour} / bit depth {depth}")
-    plain, with_trns, _ = _PNG_COLOUR_TYPES[colour]
-    has_trns = False
-    for ctype, _ in chunks:  # tRNS must precede IDAT, so this stops early
-        if ctype == b"tRNS":
-            has_trns = True
-        if ctype in (b"IDAT", b"tRNS"):
-            break
-    return ImageInfo(
-        format="png",
-        width=width,
-        height=height,
-        channels=with_trns if has_trns else plain,
-        dtype="uint16" if depth == 16 else "uint8",
-    )
-
-
-def _check_png_complete(data: bytes) -> None:
-    seen_idat = False
-    for ctype, _ in _png_chunks(data, check_crc=True):
-        seen_idat = seen_idat or ctype == b"IDAT"
-    if not seen_idat:
-        raise InvalidImage("corrupt PNG: no IDAT (pixel data) chunk")
-
-
-# --- JPEG --------------------------------------------------------------------------------------
-
-
-def _jpeg_info(data: bytes) -> tuple[ImageInfo, int]:
-    """Parse markers up to the first scan; return the info and the offset of the first SOS."""
-    pos = 2
-    frame: tuple[int, int, int, int] | None = None
-    while True:
-        pos = data.find(b"\xff", pos)  # tolerate garbage between segments, as libjpeg does
-        if pos < 0:
-            raise InvalidImage("truncated JPEG: file ends before the first scan")
-        while pos < len(data) and data[pos] == 0xFF:
-            pos += 1  # fill bytes
-        if pos >= len(data):
-            raise InvalidImage("truncated JPEG: file ends before the first scan")
-        marker = data[pos]
-        pos += 1
-        if marker in _JPEG_STANDALONE:
-            continue
-        if marker == 0xD9:
-            raise InvalidImage("corrupt JPEG: end of image before any scan")
-        if pos + 2 > len(data):
-            raise InvalidImage("truncated JPEG: segment header cut short")
-        (length,) = struct.unpack(">H", data[pos : pos + 2])
-        if length < 2 or pos + length > len(data):
-            raise InvalidImage(f"truncated JPEG: segment 0xFF{marker:02X} cut short")
-        if marker in _JPEG_SOF:
-            if length < 8:
-                raise InvalidImage("corrupt JPEG: start-of-frame segment too short")
-            frame = struct.unpack(">BHHB", data[pos + 2 : pos + 8])
-        if marker == 0xDA:
-            if frame is None:
-                raise InvalidImage("corrupt JPEG: scan before any start-of-frame segment")
-            break
-        pos += length
-    precision, height, width, components = frame
-    if precision != 8:
-        raise UnsupportedFormat(f"{precision}-bit JPEG is not supported; only 8-bit JPEG")
-    if components not in (1, 3, 4):
-        raise UnsupportedFormat(f"JPEG with {components} components is not supported")
-    info = ImageInfo(
-        format="jpeg",
-        width=width,
-        height=height,
-        channels=1 if components == 1 else 3,
-        dtype="uint8",
-    )
-    return info, pos - 1
-
-
-def _check_jpeg_complete(data: bytes) -> None:
-    _, first_scan = _jpeg_info(data)
-    # 0xFFD9 cannot occur inside entropy-coded data (0xFF is stuffed there), so an EOI after
-    # the first scan marks a complete file; a thumbnail's EOI always lies before it.
-    if data.rfind(b"\xff\xd9") < first_scan:
-        raise InvalidImage("truncated JPEG: no end-of-image marker after the image data")
-
-
 def _decode_opencv(data: bytes, info: ImageInfo) -> np.ndarray:
+    """Decode PNG or JPEG with OpenCV, in RGB(A) order."""
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -318,93 +172,18 @@ def _decode_opencv(data: bytes, info: ImageInfo) -> np.ndarray:
     return image
 
 
-# --- TIFF --------------------------------------------------------------------------------------
-
-
 def _name(value: object) -> str:
     """Name of a tifffile enum member (or the raw value when it is not one)."""
     return str(getattr(value, "name", value))
 
 
-def _open_tiff(data: bytes) -> tifffile.TiffFile:
-    try:
-        tif = tifffile.TiffFile(io.BytesIO(data))
-    except Exception as exc:  # tifffile raises many types on corrupt input
-        raise InvalidImage(f"corrupt TIFF: {exc}") from exc
-    return tif
-
-
-def _first_page(tif: tifffile.TiffFile) -> tifffile.TiffPage:
-    try:
-        page = tif.pages.first
-    except Exception as exc:  # tifffile raises many types on corrupt input
-        raise InvalidImage(f"corrupt TIFF: cannot read the first page: {exc}") from exc
-    if not isinstance(page, tifffile.TiffPage):
-        raise InvalidImage("corrupt TIFF: the first page is not a readable image")
-    return page
-
-
-def _z_planes(tif: tifffile.TiffFile) -> int:
-    """Number of z-planes the file's ImageJ or OME metadata declare (1 when none)."""
-    try:
-        if tif.is_imagej:
-            return int((tif.imagej_metadata or {}).get("slices", 1))
-        if tif.is_ome:
-            series = tif.series[0]
-            if "Z" in series.axes:
-                return int(series.shape[series.axes.index("Z")])
-    except Exception:  # unreadable metadata: fall back to plain multi-page handling
-        return 1
-    return 1
-
-
-def _tiff_info(data: bytes) -> ImageInfo:
-    with _open_tiff(data) as tif:
-        page = _first_page(tif)
-        planes = _z_planes(tif)
-        if planes > 1:
-            raise UnsupportedFormat(
-                f"TIFF is a 3D stack with {planes} z-planes; send a single 2D plane"
-            )
-        separate, depth, height, width, contig = page.shaped
-        if depth > 1:
-            raise UnsupportedFormat(
-                f"TIFF page is a 3D volume with {depth} z-planes; send a single 2D plane"
-            )
-        if page.photometric not in _TIFF_PHOTOMETRIC:
-            raise UnsupportedFormat(
-                f"TIFF photometric {_name(page.photometric)} is not supported; "
-                "supported: grey, RGB, YCbCr"
-            )
-        channels = separate * contig
-        if channels not in (1, 3, 4):
-            raise UnsupportedFormat(
-                f"TIFF with {channels} samples per pixel is not supported; "
-                "supported: 1 (grey), 3 (RGB), 4 (RGBA)"
-            )
-        dtype = page.dtype
-        if dtype is None:
-            raise UnsupportedFormat(
-                f"TIFF pixel type ({page.bitspersample}-bit, sample format "
-                f"{_name(page.sampleformat)}) is not supported"
-            )
-        if dtype.kind == "f":
-            out_dtype = "float32"
-        elif dtype in (np.uint8, np.uint16):
-            out_dtype = dtype.name
-        else:
-            raise UnsupportedFormat(
-                f"TIFF pixel type {dtype.name} is not supported; supported: uint8, uint16, float"
-            )
-    return ImageInfo(format="tiff", width=width, height=height, channels=channels, dtype=out_dtype)
-
-
 def _decode_tiff(data: bytes, info: ImageInfo) -> np.ndarray:
-    with _open_tiff(data) as tif:
-        page = _first_page(tif)
-        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
-            if offset + count > len(data):
-                raise InvalidImage("truncated TIFF: pixel data runs past the end of the file")
+    """Decode the first page of a TIFF whose header and completeness were checked."""
+    with _engine_errors():
+        tif = open_tiff(data)
+    with tif:
+        with _engine_errors():
+            page = first_page(tif)
         try:
             raw = page.asarray()
         except KeyError as exc:  # tifffile: "<COMPRESSION.X> requires the 'imagecodecs' package"

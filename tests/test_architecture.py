@@ -26,5 +26,14 @@ def test_ruff_is_clean() -> None:
 
 
 def test_mypy_is_clean() -> None:
-    result = run(str(BIN / "mypy"), "models", "ml_service", "backend", "workers", "scripts", "loadtest")
+    result = run(
+        str(BIN / "mypy"),
+        "imageheader",
+        "models",
+        "ml_service",
+        "backend",
+        "workers",
+        "scripts",
+        "loadtest",
+    )
     assert result.returncode == 0, result.stdout + result.stderr

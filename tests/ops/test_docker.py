@@ -86,3 +86,18 @@ def test_ports_and_healthcheck_paths_exist_in_the_app() -> None:
         assert re.search(r"127\.0\.0\.1:8000/readyz", text) and "/readyz" in paths
         assert "EXPOSE 8000" in text and "GATEWAY_PORT=8000" in text
     assert "server gateway1:8000" in SERVICES["nginx"]["environment"]["UPSTREAM_SERVERS"]
+
+
+def test_images_copy_every_project_package_their_code_imports() -> None:
+    project = {"imageheader", "models", "ml_service", "backend", "workers"}
+    for dockerfile, entry in (("Dockerfile.gateway", "backend"), ("Dockerfile.worker", "workers")):
+        copied = set(re.findall(r"^COPY (\w+) ", (DOCKER / dockerfile).read_text(), re.M))
+        needed, todo = set(), [entry]
+        while todo:
+            package = todo.pop()
+            needed.add(package)
+            for path in (ROOT / package).rglob("*.py"):
+                for name in re.findall(r"^(?:from|import) (\w+)", path.read_text(), re.M):
+                    if name in project and name not in needed:
+                        todo.append(name)
+        assert needed <= copied, f"{dockerfile} lacks {sorted(needed - copied)}"

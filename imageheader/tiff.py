@@ -1,0 +1,151 @@
+"""TIFF: the first page's header through tifffile (pixel data is never read here)."""
+
+from __future__ import annotations
+
+import io
+import mmap
+from collections.abc import Callable
+from typing import IO, TypeVar, cast
+
+import numpy as np
+import tifffile
+
+from imageheader.errors import Corrupt, HeaderError, Truncated, UnsupportedPixels
+from imageheader.header import Buffer, Header
+
+T = TypeVar("T")
+
+MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+_PHOTOMETRIC = {
+    tifffile.PHOTOMETRIC.MINISWHITE,
+    tifffile.PHOTOMETRIC.MINISBLACK,
+    tifffile.PHOTOMETRIC.RGB,
+    tifffile.PHOTOMETRIC.YCBCR,
+}
+
+
+def open_tiff(data: Buffer) -> tifffile.TiffFile:
+    """Open ``data`` with tifffile without copying it (an mmap is read in place, from its start:
+    tifffile takes a stream's position as the file's start, so the mmap is rewound first).
+
+    Raises:
+        Corrupt: tifffile cannot read the file's header.
+    """
+    if isinstance(data, bytes | bytearray):
+        stream: IO[bytes] | mmap.mmap = io.BytesIO(data)
+    else:
+        data.seek(0)
+        stream = data
+    try:
+        return tifffile.TiffFile(cast(IO[bytes], stream))
+    except Exception as exc:  # tifffile raises many types on corrupt input
+        raise Corrupt(f"corrupt TIFF: {exc}") from exc
+
+
+def first_page(tif: tifffile.TiffFile) -> tifffile.TiffPage:
+    """The first page of an open file.
+
+    Raises:
+        Corrupt: it cannot be read, or is not an image.
+    """
+    page = _read(lambda: tif.pages.first)
+    if not isinstance(page, tifffile.TiffPage):
+        raise Corrupt("corrupt TIFF: the first page is not a readable image")
+    return page
+
+
+def header(data: Buffer) -> Header:
+    """Describe the first page (ImageJ/OME z-stacks and volumes are refused).
+
+    Raises:
+        Corrupt: tifffile cannot read the header or the first page.
+        UnsupportedPixels: a z-stack, photometric other than grey/RGB/YCbCr, not 1, 3 or 4
+            samples, or a sample type other than uint8, uint16 or float.
+    """
+    with open_tiff(data) as tif:
+        page = first_page(tif)
+        planes = _z_planes(tif)
+        if planes > 1:
+            raise UnsupportedPixels(
+                f"TIFF is a 3D stack with {planes} z-planes; send a single 2D plane"
+            )
+        separate, depth, height, width, contig = _read(lambda: page.shaped)
+        if depth > 1:
+            raise UnsupportedPixels(
+                f"TIFF page is a 3D volume with {depth} z-planes; send a single 2D plane"
+            )
+        photometric = _read(lambda: page.photometric)
+        if photometric not in _PHOTOMETRIC:
+            raise UnsupportedPixels(
+                f"TIFF photometric {_name(photometric)} is not supported; "
+                "supported: grey, RGB, YCbCr"
+            )
+        channels = separate * contig
+        if channels not in (1, 3, 4):
+            raise UnsupportedPixels(
+                f"TIFF with {channels} samples per pixel is not supported; "
+                "supported: 1 (grey), 3 (RGB), 4 (RGBA)"
+            )
+        dtype, bits, sample = _read(lambda: (page.dtype, page.bitspersample, page.sampleformat))
+    if dtype is None:
+        raise UnsupportedPixels(
+            f"TIFF pixel type ({bits}-bit, sample format {_name(sample)}) is not supported"
+        )
+    if dtype.kind == "f":
+        out_dtype = "float32"
+    elif dtype in (np.uint8, np.uint16):
+        out_dtype = dtype.name
+    else:
+        raise UnsupportedPixels(
+            f"TIFF pixel type {dtype.name} is not supported; supported: uint8, uint16, float"
+        )
+    return Header("tiff", int(width), int(height), channels, out_dtype, int(bits))
+
+
+def check_complete(data: Buffer) -> None:
+    """Every strip/tile of the first page must lie inside the file.
+
+    The strip/tile tables are read only here, so a caller can refuse an oversized image (whose
+    tables may be huge) from :func:`header` first.
+
+    Raises:
+        Corrupt: the page cannot be read or has no pixel data.
+        Truncated: pixel data runs past the end of the file.
+    """
+    with open_tiff(data) as tif:
+        page = first_page(tif)
+        offsets = _read(lambda: list(page.dataoffsets))
+        counts = _read(lambda: list(page.databytecounts))
+    if not offsets or not any(counts):
+        raise Corrupt("corrupt TIFF: the first page has no pixel data")
+    if any(off + n > len(data) for off, n in zip(offsets, counts, strict=False)):
+        raise Truncated("truncated TIFF: pixel data runs past the end of the file")
+
+
+def _read(read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except HeaderError:
+        raise
+    except Exception as exc:  # tifffile raises many types on corrupt input
+        raise Corrupt(f"corrupt TIFF: cannot read the first page: {exc}") from exc
+
+
+def _name(value: object) -> str:
+    """Name of a tifffile enum member (or the raw value when it is not one)."""
+    return str(getattr(value, "name", value))
+
+
+def _z_planes(tif: tifffile.TiffFile) -> int:
+    """Number of z-planes the ImageJ or OME metadata declare (1 when none)."""
+    try:
+        if tif.is_imagej:
+            return int((tif.imagej_metadata or {}).get("slices", 1))
+        if tif.is_ome:
+            series = tif.series[0]
+            if "Z" in series.axes:
+                return int(series.shape[series.axes.index("Z")])
+    except Exception:  # unreadable metadata: treat as a plain multi-page file
+        return 1
+    return 1
