@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy models ml_service backend workers && $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service backend workers loadtest cellseg_client scripts && $(VENV)/bin/lint-imports
 
 profile: install
 	$(PY) -m ml_service.profile $(ARGS)

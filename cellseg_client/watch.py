@@ -214,11 +214,12 @@ class JobWatcher:
         sio.on("disconnect", self._on_disconnect)
         self._sio = sio
         try:
-            await sio.connect(
-                self._transport.url,
-                auth={"token": self._transport.api_key or ""},
-                wait_timeout=self.connect_timeout,
-            )
+            async with asyncio.timeout(2 * self.connect_timeout):  # a silent host, not a refusal
+                await sio.connect(
+                    self._transport.url,
+                    auth={"token": self._transport.api_key or ""},
+                    wait_timeout=self.connect_timeout,
+                )
         except (socketio.exceptions.ConnectionError, OSError, TimeoutError) as exc:
             log.warning(
                 "live progress unavailable (%s); polling every %.1f s instead",

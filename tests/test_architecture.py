@@ -35,5 +35,6 @@ def test_mypy_is_clean() -> None:
         "workers",
         "scripts",
         "loadtest",
+        "cellseg_client",
     )
     assert result.returncode == 0, result.stdout + result.stderr

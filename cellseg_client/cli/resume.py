@@ -71,14 +71,14 @@ async def reconcile(client: AsyncClient, manifest: Manifest) -> int:
             candidates.append(job)
     adopted = 0
     for batch in pending:
-        job = await _find(client, batch, candidates)
-        if job is None:
+        match = await _find(client, batch, candidates)
+        if match is None:
             manifest.record_abandoned(batch.batch)
             continue
-        candidates = [c for c in candidates if c.id != job.id]
-        images = {h: im.id for h, im in zip(batch.hashes, job.images, strict=True)}
-        manifest.record_uploaded(batch.batch, job.id, images)
-        log.info("re-attached job %s (its upload was cut off before the answer)", job.id)
+        candidates = [c for c in candidates if c.id != match.id]
+        images = {h: im.id for h, im in zip(batch.hashes, match.images, strict=True)}
+        manifest.record_uploaded(batch.batch, match.id, images)
+        log.info("re-attached job %s (its upload was cut off before the answer)", match.id)
         adopted += 1
     return adopted
 

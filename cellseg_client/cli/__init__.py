@@ -1,0 +1,1 @@
+"""The ``cellseg`` command line (:func:`cellseg_client.cli.main.main`)."""

@@ -1,0 +1,80 @@
+"""The client stands alone: it imports only httpx, python-socketio (and rich for the bar), and
+``client/pyproject.toml`` builds a wheel holding just ``cellseg_client`` and ``cellseg``."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.client.conftest import ROOT
+
+ALLOWED = {"cellseg_client", "httpx", "socketio", "rich"}
+
+
+def test_every_import_is_stdlib_httpx_socketio_or_rich() -> None:
+    foreign = set()
+    for path in (ROOT / "cellseg_client").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top not in ALLOWED and top not in sys.stdlib_module_names:
+                    foreign.add(f"{path.relative_to(ROOT)}: {name}")
+    assert not foreign, sorted(foreign)
+
+
+def test_importing_the_client_and_cli_loads_nothing_of_the_service() -> None:
+    code = (
+        "import sys, cellseg_client, cellseg_client.cli.main;"
+        "bad = {'torch', 'numpy', 'cv2', 'backend', 'ml_service', 'models', 'workers',"
+        " 'fastapi', 'asyncpg', 'celery', 'imageheader', 'loadtest'};"
+        "print(sorted(bad & {m.split('.')[0] for m in sys.modules}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_client_alone_builds_a_wheel_with_the_command(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "cellseg_client", tmp_path / "cellseg_client")
+    shutil.copytree(ROOT / "client", tmp_path / "client", ignore=shutil.ignore_patterns("build"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(tmp_path / "client"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [wheel] = (tmp_path / "dist").glob("cellseg_client-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "cellseg = cellseg_client.cli.main:main" in zf.read(entry_points).decode()
+        metadata = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    packaged = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert packaged == {"cellseg_client"}
+    assert "cellseg_client/cli/segment.py" in names
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist")]
+    assert not any("torch" in r for r in requires)
+    assert any(r.startswith("Requires-Dist: httpx") for r in requires)

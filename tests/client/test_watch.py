@@ -1,0 +1,72 @@
+"""The event tracker that merges Socket.IO events and REST snapshots (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cellseg_client.schema import Job
+from cellseg_client.watch import JobTracker
+
+
+def snapshot(job_id: str, statuses: list[str], job_status: str = "running") -> Job:
+    counts: dict[str, Any] = {"total": len(statuses)}
+    for s in statuses:
+        counts[s] = counts.get(s, 0) + 1
+    return Job.from_json(
+        {
+            "id": job_id,
+            "status": job_status,
+            "model": "hrnet",
+            "threshold": 0.5,
+            "min_area": 50,
+            "counts": counts,
+            "images": [
+                {"id": f"i{n}", "filename": f"{n}.png", "status": s} for n, s in enumerate(statuses)
+            ],
+        }
+    )
+
+
+def test_each_status_change_is_reported_once_whatever_its_source() -> None:
+    t = JobTracker()
+    t.add("j")
+    first = t.on_snapshot(snapshot("j", ["queued", "queued"]))
+    assert [(e.name, e.data.get("status")) for e in first] == [
+        ("image.update", "queued"),
+        ("image.update", "queued"),
+        ("job.progress", None),
+    ]
+    socket = t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "done"})
+    assert [e.source for e in socket] == ["socket"]
+    again = t.on_snapshot(snapshot("j", ["done", "processing"]))
+    assert [(e.name, e.data.get("image_id")) for e in again] == [
+        ("image.update", "i1"),
+        ("job.progress", None),
+    ]
+
+
+def test_status_never_moves_backwards() -> None:
+    t = JobTracker()
+    t.add("j")
+    t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "done"})
+    assert (
+        t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "processing"}) == []
+    )
+    assert [e.name for e in t.on_snapshot(snapshot("j", ["processing"]))] == ["job.progress"]
+
+
+def test_job_done_comes_once_and_only_from_the_truth() -> None:
+    t = JobTracker()
+    t.add("j")
+    assert t.on_socket("job.done", {"job_id": "j", "status": "done"}) == []
+    done = t.on_snapshot(snapshot("j", ["done", "failed"], "partial"))
+    assert [e.name for e in done][-1] == "job.done" and done[-1].data["status"] == "partial"
+    assert t.pending_jobs == []
+    assert t.on_snapshot(snapshot("j", ["done", "failed"], "partial")) == []
+
+
+def test_events_of_jobs_not_watched_are_ignored() -> None:
+    t = JobTracker()
+    t.add("j")
+    assert t.on_socket("image.update", {"job_id": "other", "image_id": "x", "status": "done"}) == []
+    assert t.on_socket("job.progress", "not a dict") == []
