@@ -24,7 +24,7 @@ from redis.backoff import ExponentialBackoff
 from backend.db.migrate import apply_migrations
 from backend.db.pool import ProbeConnection, close_pool, create_pool, describe_dsn
 from backend.errors import install_error_handlers, unavailable_dependency
-from backend.routes import health, jobs, models, results, segment, users
+from backend.routes import health, jobs, models, results, segment, users, web
 from backend.settings import Settings, get_settings
 from backend.uploads import sweep_stale_temps
 
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.on_job_finished = None
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(web.router)
     for router in (users.router, models.router, jobs.router, results.router, segment.router):
         app.include_router(router, prefix=API_PREFIX)
     return app
