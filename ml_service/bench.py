@@ -1,16 +1,29 @@
-"""Benchmark: seed-style locked inference vs the dynamic batcher, per model, in one run.
+"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, and the seed's locked
+inference vs the dynamic batcher.
 
-    python -m ml_service.bench [--models hrnet,unet] [--callers 8] [--images 48] [--json out.json]
+    python -m ml_service.bench [--models hrnet,unet] [--callers 8] [--images 48] [--repeats 15]
+                               [--json out.json]
 
-Baseline (the seed service's design): one lock per model, batch size 1, ``--callers`` threads
-each running images through the model under its lock. Batcher: the same threads submit the same
-inputs to the engine's ``DynamicBatcher`` (no lock, batches across callers, memory-aware size).
-Both use already-preprocessed model inputs so the figures compare inference scheduling only.
+1. Backends: the engine is built as the service builds it (``ML_BACKEND``, ``auto`` by default:
+   per model the faster backend recorded for this device). Beside it, every model is also loaded
+   as eager fp32 PyTorch from the same weights. ``ms/img`` is the median of ``--repeats`` batch-1
+   runs of each backend, interleaved (``ml_service.measure.median_latencies_s``) so a busy
+   machine slows both alike; ``engine img/s`` runs ``--images`` PNG images through the full
+   engine path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an
+   engine on eager PyTorch and through the engine on the chosen backends, in alternating
+   chunks.
+2. Batcher: baseline (the seed service's design) is one lock per model, batch size 1,
+   ``--callers`` threads each running images through the model under its lock; the batcher run
+   has the same threads submit the same inputs to the engine's ``DynamicBatcher`` (no lock,
+   batches across callers, memory-aware size). Both use already-preprocessed model inputs, so
+   they compare inference scheduling only, on the chosen backend.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import logging
 import platform
@@ -21,14 +34,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.engine import Engine
-from ml_service.pool import LoadedModel
-from ml_service.settings import load_settings
+from ml_service.engine import Engine, SegmentationParams
+from ml_service.measure import median_latencies_s
+from ml_service.pool import LoadedModel, ModelPool
+from ml_service.profiles import ProfileBook
+from ml_service.settings import EngineSettings, load_settings
+from ml_service.synthetic import generate_sample
+from ml_service.threads import thread_plan
 
 log = logging.getLogger(__name__)
 
@@ -80,45 +98,188 @@ def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[st
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Locked batch-1 baseline vs dynamic batcher")
-    parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
-    parser.add_argument("--callers", type=int, default=8)
-    parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    if args.models:
-        settings = settings.model_copy(update={"models": tuple(args.models.split(","))})
-    engine = Engine.from_settings(settings)
-    try:
-        rows = [bench_model(engine, name, args.callers, args.images) for name in engine.batchers]
-    finally:
-        engine.close()
-    report = {
-        "command": "python -m ml_service.bench " + " ".join(argv or sys.argv[1:]),
-        "device": engine.probe.key,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "host": platform.node(),
-        "callers": args.callers,
-        "images": args.images,
-        "results": rows,
+def _png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def _engines_img_s(
+    engines: dict[str, Engine], name: str, images: list[bytes], callers: int, rounds: int = 4
+) -> dict[str, float]:
+    """Images/s of each engine over ``images`` from ``callers`` threads, full path. The images
+    go in ``rounds`` chunks, each chunk through every engine in turn, so a change of machine
+    load during the run is shared between the engines."""
+
+    def drive(engine: Engine, chunk: list[bytes]) -> float:
+        def one(data: bytes) -> None:
+            engine.submit(data, name, SegmentationParams(0.5, 0)).result()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(callers) as pool:
+            list(pool.map(one, chunk))
+        return time.perf_counter() - start
+
+    for engine in engines.values():  # warm up the path
+        drive(engine, images[:callers])
+    seconds = dict.fromkeys(engines, 0.0)
+    for r in range(rounds):
+        chunk = images[r::rounds]
+        for key, engine in engines.items():
+            seconds[key] += drive(engine, chunk)
+    return {key: len(images) / s for key, s in seconds.items()}
+
+
+def bench_backends(
+    engine: Engine,
+    eager: Engine,
+    name: str,
+    *,
+    callers: int,
+    images: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``."""
+    chosen = engine.pool.get(name)
+    x = _inputs(chosen, 1, seed=1)[0][None]
+    runs = {
+        "eager": functools.partial(eager.pool.get(name).backend.run, x),
+        "chosen": functools.partial(chosen.backend.run, x),
     }
-    table = Table(title=f"{report['device']}: {args.callers} callers, {args.images} images")
-    for col in ("model", "ceiling", "mean batch", "locked b=1 img/s", "batcher img/s", "ratio"):
+    latency = median_latencies_s(runs, chosen.backend.device, repeats)
+    rng = np.random.default_rng(20_000)
+    size = chosen.spec.input_size
+    pngs = [_png(generate_sample(rng, size).image) for _ in range(images)]
+    e2e = _engines_img_s({"eager": eager, "chosen": engine}, name, pngs, callers)
+    return {
+        "model": chosen.spec.key,
+        "backend": chosen.backend.name,
+        "backend_reason": chosen.backend_reason,
+        "eager_ms_per_img": round(1000 * latency["eager"], 2),
+        "chosen_ms_per_img": round(1000 * latency["chosen"], 2),
+        "speedup": round(latency["eager"] / latency["chosen"], 2),
+        "eager_engine_img_s": round(e2e["eager"], 2),
+        "chosen_engine_img_s": round(e2e["chosen"], 2),
+        "engine_ratio": round(e2e["chosen"] / e2e["eager"], 2),
+    }
+
+
+def _print(report: dict[str, Any]) -> None:
+    console = Console(width=140)
+    head = f"{report['device']}, torch {report['torch']}, onnxruntime {report['onnxruntime']}"
+    table = Table(title=f"{head}: eager PyTorch vs chosen backend")
+    cols = (
+        "model",
+        "backend",
+        "eager ms/img",
+        "chosen ms/img",
+        "speedup",
+        "eager engine img/s",
+        "chosen engine img/s",
+        "ratio",
+    )
+    for col in cols:
         table.add_column(col, justify="right")
-    for r in rows:
+    for r in report["backends"]:
         table.add_row(
             r["model"],
+            r["backend"],
+            f"{r['eager_ms_per_img']:.1f}",
+            f"{r['chosen_ms_per_img']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['eager_engine_img_s']:.2f}",
+            f"{r['chosen_engine_img_s']:.2f}",
+            f"{r['engine_ratio']:.2f}x",
+        )
+    console.print(table)
+    table = Table(title=f"{report['callers']} callers, {report['images']} images: lock vs batcher")
+    for col in (
+        "model",
+        "backend",
+        "ceiling",
+        "mean batch",
+        "locked b=1 img/s",
+        "batcher img/s",
+        "ratio",
+    ):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(
+            r["model"],
+            r["backend"],
             str(r["ceiling"]),
             f"{r['mean_batch']:.2f}",
             f"{r['baseline_img_s']:.2f}",
             f"{r['batcher_img_s']:.2f}",
             f"{r['ratio']:.2f}x",
         )
-    Console().print(table)
+    console.print(table)
+
+
+def run(settings: EngineSettings, *, callers: int, images: int, repeats: int) -> dict[str, Any]:
+    """Both comparisons for every model in ``settings``; the report ``main`` prints."""
+    engine = Engine.from_settings(settings)
+    eager_settings = settings.model_copy(update={"backend": "torch"})
+    eager_models = ModelPool.load(eager_settings, engine.probe.torch_device, "torch").models
+    eager = Engine(
+        eager_settings,
+        eager_models,
+        engine.probe,
+        profiles=ProfileBook.load(settings.profiles_path),
+    )
+    try:
+        eager.warm_up()
+        names = list(engine.batchers)
+        backends = [
+            bench_backends(engine, eager, n, callers=callers, images=images, repeats=repeats)
+            for n in names
+        ]
+        rows = [bench_model(engine, n, callers, images) for n in names]
+    finally:
+        eager.close()
+        engine.close()
+    return {
+        "device": engine.probe.key,
+        "torch": torch.__version__,
+        "onnxruntime": _onnxruntime_version(),
+        "threads": dataclasses.asdict(thread_plan(settings, engine.probe.kind)),
+        "host": platform.node(),
+        "callers": callers,
+        "images": images,
+        "repeats": repeats,
+        "backends": backends,
+        "results": rows,
+    }
+
+
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return str(onnxruntime.__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Eager PyTorch vs chosen backend; locked batch-1 baseline vs dynamic batcher"
+    )
+    parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
+    parser.add_argument("--callers", type=int, default=8)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=15, help="batch-1 runs per backend")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    if args.models:
+        settings = settings.model_copy(update={"models": tuple(args.models.split(","))})
+    report = {
+        "command": "python -m ml_service.bench " + " ".join(argv or sys.argv[1:]),
+        **run(settings, callers=args.callers, images=args.images, repeats=args.repeats),
+    }
+    _print(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from ml_service.backend_choice import load_models
 from ml_service.batcher import BatchOutput, DynamicBatcher
 from ml_service.device import MB, CachedProbe, DeviceProbe, make_probe, nvml_gpus
 from ml_service.errors import EngineClosed, EngineError, InvalidImage, InvalidParameters
@@ -37,6 +37,7 @@ from ml_service.profile import budget_mb, calibrate
 from ml_service.profiles import ProfileBook, default_profile
 from ml_service.settings import EngineSettings, get_settings
 from ml_service.sizer import BatchSizer, MemoryLedger
+from ml_service.threads import apply_torch_threads, thread_plan
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +207,16 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: EngineSettings | None = None) -> Engine:
-        """Load every model in ``ML_MODELS`` on ``ML_DEVICE``, verify weights, warm up."""
+        """Load every model in ``ML_MODELS`` on ``ML_DEVICE`` behind the backend ``ML_BACKEND``
+        chooses for it, verify weights, warm up."""
         settings = settings or get_settings()
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         started = time.monotonic()
         probe = make_probe(settings.device)
-        pool = ModelPool.load(settings, probe.torch_device)
+        apply_torch_threads(thread_plan(settings, probe.kind))
+        book = ProfileBook.load(settings.profiles_path)
+        models = load_models(settings, probe, book)  # ML_BACKEND resolved per model
         loaded = time.monotonic()
-        engine = cls(
-            settings, pool.models, probe, profiles=ProfileBook.load(settings.profiles_path)
-        )
+        engine = cls(settings, models, probe, profiles=book)
         engine.warm_up()
         engine.startup_s = {
             "load": round(loaded - started, 3),
@@ -269,6 +269,7 @@ class Engine:
                 {
                     **m.spec.describe(),
                     "backend": m.backend.name,
+                    "backend_reason": m.backend_reason,
                     "weights": m.describe_weights(),
                     "batching": {
                         **self.sizer.describe(name),

@@ -58,3 +58,16 @@ class EngineClosed(EngineError):
     """The engine was shut down; no new work is accepted."""
 
     code = "engine_closed"
+
+
+class BackendUnavailable(EngineError):
+    """The requested inference backend cannot run here (not installed, no provider for the
+    device). Raised at start-up, never for one image."""
+
+    code = "backend_unavailable"
+
+
+class ExportError(EngineError):
+    """A model could not be exported to ONNX, or its export does not verify. Start-up only."""
+
+    code = "export_failed"

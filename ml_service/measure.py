@@ -8,6 +8,9 @@ Peak memory is measured, not estimated:
   peak the batch added. glibc is told to return freed memory (``malloc_trim``) first so memory
   cached from earlier batches does not hide the new peak. Where clear_refs cannot be written, a
   sampling thread reads RSS every millisecond instead (``method`` says which was used).
+- ONNX Runtime on CUDA allocates outside PyTorch's allocator: a sampling thread reads the
+  device's used memory (``cudaMemGetInfo``) every millisecond; its arena is shrunk after every
+  run (see ``OnnxRuntimeBackend``), so the rise is the batch's.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import ctypes.util
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,14 +66,21 @@ def measure_cpu_peak(run: Callable[[], object]) -> PeakMeasurement:
         run()
         return PeakMeasurement(max(0, _status_kb("VmHWM") - before) * 1024, "cpu-vmhwm")
     proc = psutil.Process()
-    base = proc.memory_info().rss
+    return PeakMeasurement(
+        _sampled_rise(run, lambda: int(proc.memory_info().rss)), "cpu-rss-sampling"
+    )
+
+
+def _sampled_rise(run: Callable[[], object], read: Callable[[], int]) -> int:
+    """Highest ``read()`` while ``run()`` executes (sampled every ms), minus the level before."""
+    base = read()
     peak = base
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, proc.memory_info().rss)
+            peak = max(peak, read())
             time.sleep(0.001)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -80,7 +90,7 @@ def measure_cpu_peak(run: Callable[[], object]) -> PeakMeasurement:
     finally:
         done.set()
         sampler.join()
-    return PeakMeasurement(max(0, peak - base), "cpu-rss-sampling")
+    return max(0, peak - base)
 
 
 def measure_cuda_peak(run: Callable[[], object], device: torch.device) -> PeakMeasurement:
@@ -96,24 +106,42 @@ def measure_cuda_peak(run: Callable[[], object], device: torch.device) -> PeakMe
     )
 
 
-def measure_peak(run: Callable[[], object], device: torch.device) -> PeakMeasurement:
+def measure_cuda_device_peak(run: Callable[[], object], device: torch.device) -> PeakMeasurement:
+    """Peak rise of the device's used memory during ``run()`` (allocations outside torch)."""
+
+    def used() -> int:
+        free, total = torch.cuda.mem_get_info(device)
+        return int(total - free)
+
+    torch.cuda.synchronize(device)
+    return PeakMeasurement(_sampled_rise(run, used), "cuda-device-used-sampling")
+
+
+def measure_peak(
+    run: Callable[[], object], device: torch.device, backend: str = "torch"
+) -> PeakMeasurement:
     if device.type == "cuda":
-        return measure_cuda_peak(run, device)
+        if backend == "torch":
+            return measure_cuda_peak(run, device)
+        return measure_cuda_device_peak(run, device)
     return measure_cpu_peak(run)
 
 
-def median_latency_s(
-    run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1
-) -> float:
-    """Median wall time of ``run()`` over ``repeats`` after ``warmup`` untimed calls."""
+def median_latencies_s(
+    runs: Mapping[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median wall time of each ``run`` over ``repeats`` rounds; in each round every run is
+    called once untimed, then once timed. Interleaving makes a machine whose load changes (a
+    shared CPU) slow them all alike; the untimed call absorbs the switch (another library's
+    worker threads still spinning, cold caches) so it is not charged to the next run."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
+    times: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for key, run in runs.items():
+            run()
+            sync()
+            t0 = time.perf_counter()
+            run()
+            sync()
+            times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(t) for key, t in times.items()}

@@ -121,10 +121,16 @@ def device_rates(
     resident = SEED_A5000_RESIDENT_MB if device.relative_speed else 0.0
     budget_mb = device.memory_gb * 1024 - resident - 512
     for m in models:
-        profile = (
-            book.get(device.profile_key, f"{m}/{variant}:{backend}") if device.profile_key else None
-        )
-        rate = measured_rate(profile, budget_mb) if profile else None
+        # the engine runs the faster recorded backend (ML_BACKEND=auto): so does the plan
+        backends = (backend,) if backend != "auto" else ("torch", "onnxruntime")
+        measured = [
+            r
+            for b in backends
+            if device.profile_key
+            and (p := book.get(device.profile_key, f"{m}/{variant}:{b}")) is not None
+            and (r := measured_rate(p, budget_mb)) is not None
+        ]
+        rate = max(measured, key=lambda r: r.images_per_s) if measured else None
         if rate is None:
             if m not in SEED_A5000:
                 raise ValueError(f"no profile and no seed figure for model {m!r}")
@@ -146,7 +152,7 @@ def plan_device(
     deadline_s: float,
     book: ProfileBook,
     variant: str,
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> DevicePlan:
     total = sum(images.values())
     rates, notes = device_rates(device, list(images), book, variant, backend)

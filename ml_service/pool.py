@@ -1,4 +1,5 @@
-"""The model pool: each model in ``ML_MODELS`` loaded once per process, verified, on device."""
+"""The model pool: each model in ``ML_MODELS`` loaded once per process, verified, behind an
+inference backend on the device."""
 
 from __future__ import annotations
 
@@ -7,10 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-from ml_service.backends import InferenceBackend, TorchBackend
-from ml_service.errors import UnknownModel
+from ml_service.backends import (
+    BACKENDS,
+    InferenceBackend,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    module_bytes,
+    onnxruntime_unavailable,
+)
+from ml_service.errors import BackendUnavailable, UnknownModel
+from ml_service.onnx_export import ensure_onnx
 from ml_service.settings import EngineSettings
+from ml_service.threads import thread_plan
 from models.errors import WeightsError
 from models.registry import ModelSpec, get_spec
 from models.weights import load_weights, weight_paths
@@ -23,6 +34,7 @@ class LoadedModel:
     spec: ModelSpec
     backend: InferenceBackend
     weights: dict[str, Any] = field(default_factory=dict)  # sidecar; {"random": True} if none
+    backend_reason: str = ""  # why this backend (ML_BACKEND, a profile, a measurement)
 
     @property
     def profile_key(self) -> str:
@@ -36,22 +48,66 @@ class LoadedModel:
         return {k: self.weights.get(k) for k in keys}
 
 
-def load_model(spec: ModelSpec, settings: EngineSettings, device: torch.device) -> LoadedModel:
-    """Build, load verified weights (or random ones when allowed and missing), move to device."""
-    module = spec.build()
+def build_module(spec: ModelSpec, settings: EngineSettings) -> tuple[nn.Module, dict[str, Any]]:
+    """Build on the CPU in eval mode, load verified weights (or random ones when allowed and
+    missing); returns the module and the weights' sidecar."""
+    module = spec.build().eval()
     paths = weight_paths(spec, settings.weights_dir)
     if not paths.tensors.exists() and settings.allow_random_weights:
         log.warning(
             "%s: no weights at %s; RANDOM weights (benchmark only)", spec.key, paths.tensors
         )
-        weights: dict[str, Any] = {"random": True}
-    else:
-        try:
-            weights = load_weights(module, spec, settings.weights_dir)
-        except WeightsError as exc:
-            hint = "" if settings.allow_random_weights else " (ML_ALLOW_RANDOM_WEIGHTS=1 to bench)"
-            raise WeightsError(f"{exc}{hint}") from None
-    return LoadedModel(spec, TorchBackend(module, device), weights)
+        return module, {"random": True}
+    try:
+        return module, load_weights(module, spec, settings.weights_dir)
+    except WeightsError as exc:
+        hint = "" if settings.allow_random_weights else " (ML_ALLOW_RANDOM_WEIGHTS=1 to bench)"
+        raise WeightsError(f"{exc}{hint}") from None
+
+
+def make_backend(
+    kind: str,
+    spec: ModelSpec,
+    module: nn.Module,
+    weights: dict[str, Any],
+    settings: EngineSettings,
+    device: torch.device,
+) -> InferenceBackend:
+    """A ``kind`` backend running ``module``'s weights on ``device``.
+
+    ONNX Runtime runs an export of the module (cached in ``ML_ONNX_CACHE_DIR``, rebuilt when
+    stale or corrupt; see ``ml_service.onnx_export``) with ``thread_plan``'s intra-op threads;
+    the torch backend runs the module itself (moved to ``device``).
+    """
+    if kind == "torch":
+        return TorchBackend(module, device)
+    if kind != "onnxruntime":
+        raise BackendUnavailable(f"unknown backend {kind!r}; valid: {', '.join(BACKENDS)}")
+    problem = onnxruntime_unavailable(device)
+    if problem is not None:
+        raise BackendUnavailable(f"{spec.key}: ML_BACKEND=onnxruntime but {problem}")
+    source = None if weights.get("random") else str(weights["sha256"])
+    artifact = ensure_onnx(module, spec, source, settings.onnx_cache_dir)
+    kind_of = "cpu" if device.type == "cpu" else "cuda"
+    return OnnxRuntimeBackend(
+        artifact.data,
+        device,
+        threads=thread_plan(settings, kind_of).onnx,
+        resident_bytes=module_bytes(module),
+    )
+
+
+def load_model(
+    spec: ModelSpec, settings: EngineSettings, device: torch.device, backend: str = "torch"
+) -> LoadedModel:
+    """Build, load verified weights, and put them behind a ``backend`` on ``device``."""
+    module, weights = build_module(spec, settings)
+    return LoadedModel(
+        spec,
+        make_backend(backend, spec, module, weights, settings, device),
+        weights,
+        backend_reason=f"requested: {backend}",
+    )
 
 
 class ModelPool:
@@ -61,11 +117,17 @@ class ModelPool:
         self.models = models
 
     @classmethod
-    def load(cls, settings: EngineSettings, device: torch.device) -> ModelPool:
+    def load(
+        cls, settings: EngineSettings, device: torch.device, backend: str | None = None
+    ) -> ModelPool:
+        """Every model in ``settings.models`` behind ``backend`` (default ``ML_BACKEND``, where
+        ``auto`` means torch here: the engine resolves ``auto`` per model from the recorded
+        profiles, see ``ml_service.backend_choice``)."""
+        kind = backend or (settings.backend if settings.backend != "auto" else "torch")
         models = {}
         for name in settings.models:
-            models[name] = load_model(get_spec(name, settings.variant), settings, device)
-            log.info("loaded %s on %s", models[name].spec.key, device)
+            models[name] = load_model(get_spec(name, settings.variant), settings, device, kind)
+            log.info("loaded %s on %s (%s)", models[name].spec.key, device, kind)
         return cls(models)
 
     def get(self, name: str) -> LoadedModel:

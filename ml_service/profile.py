@@ -1,27 +1,33 @@
 """Profile the models on this device and write ``batch_sizes.json``.
 
-    python -m ml_service.profile [--models unet,hrnet] [--max-batch 16] [--repeats 5]
+    python -m ml_service.profile [--models unet,hrnet] [--backends torch,onnxruntime]
+                                 [--max-batch 16] [--repeats 5]
 
-For each model and batch size (1, 2, 4, ...) it measures peak memory (see ``ml_service.measure``
-for how) and latency (median of ``--repeats`` runs after a warm-up run), fits
-``peak = intercept + slope × n``, picks the best-throughput batch size that fits the device's
-budget, and writes the device's entry, keeping other devices' entries. The engine calls
-``calibrate`` at warm-up for a device that has no entry.
+For each model, backend (every one that runs on this device by default; the profile key says
+which: ``unet/small:torch``, ``unet/small:onnxruntime``) and batch size (1, 2, 4, ...) it
+measures peak memory (see ``ml_service.measure`` for how) and latency (median of ``--repeats``
+runs after a warm-up run), fits ``peak = intercept + slope × n``, picks the best-throughput
+batch size that fits the device's budget, and writes the device's entry, keeping other devices'
+entries. The engine calls ``calibrate`` at warm-up for a device that has no entry, and
+``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.backends import BACKENDS, onnxruntime_unavailable
 from ml_service.device import MB, DeviceProbe, make_probe
-from ml_service.measure import measure_peak, median_latency_s
-from ml_service.pool import LoadedModel, ModelPool
+from ml_service.measure import measure_peak, median_latencies_s
+from ml_service.pool import LoadedModel, build_module, make_backend
 from ml_service.profiles import (
     BatchPoint,
     ModelProfile,
@@ -30,41 +36,58 @@ from ml_service.profiles import (
     fit_line,
 )
 from ml_service.settings import EngineSettings, load_settings
+from ml_service.threads import apply_torch_threads, thread_plan
+from models.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
 
 
-def measure_points(
-    model: LoadedModel,
+def measure_backends(
+    models: Mapping[str, LoadedModel],
     batch_sizes: list[int],
     *,
     repeats: int,
-    budget_mb: float,
+    budget_mb: Mapping[str, float],
     seed: int = 0,
-) -> tuple[list[BatchPoint], str]:
-    """Measure peak MB and median latency per batch size; stop past the memory budget."""
-    size = model.spec.input_size
+) -> dict[str, tuple[list[BatchPoint], str]]:
+    """Peak MB and median latency per batch size of each model (e.g. one spec behind each
+    backend); a model stops past its memory budget. Latencies are taken interleaved, one run of
+    each model in turn (``median_latencies_s``), so the comparison between them is fair on a
+    machine shared with other work."""
     rng = np.random.default_rng(seed)
-    points: list[BatchPoint] = []
-    method = ""
+    results: dict[str, tuple[list[BatchPoint], str]] = {key: ([], "") for key in models}
+    active = dict(models)
     for n in batch_sizes:
-        x = rng.random((n, model.spec.in_channels, size, size), dtype=np.float32)
-
-        def run(x: np.ndarray = x) -> object:
-            return model.backend.run(x)
-
-        run()  # warm-up: allocator, kernels
-        peak = measure_peak(run, model.backend.device)
-        method = peak.method
-        latency = median_latency_s(run, model.backend.device, repeats, warmup=0)
-        point = BatchPoint(n, round(peak.peak_bytes / MB, 1), round(latency * 1000, 2))
-        points.append(point)
-        log.info(
-            "%s batch %d: peak %.1f MB, %.1f ms", model.spec.key, n, point.peak_mb, point.latency_ms
-        )
-        if point.peak_mb > budget_mb:
+        if not active:
             break
-    return points, method
+        runs = {}
+        for key, model in active.items():
+            size = model.spec.input_size
+            x = rng.random((n, model.spec.in_channels, size, size), dtype=np.float32)
+            runs[key] = functools.partial(model.backend.run, x)
+        peaks = {}
+        for key, run in runs.items():
+            run()  # warm-up: allocator, kernels
+            peaks[key] = measure_peak(run, active[key].backend.device, active[key].backend.name)
+        device = next(iter(active.values())).backend.device
+        latencies = median_latencies_s(runs, device, repeats)
+        for key, model in list(active.items()):
+            point = BatchPoint(
+                n, round(peaks[key].peak_bytes / MB, 1), round(latencies[key] * 1000, 2)
+            )
+            results[key][0].append(point)
+            results[key] = (results[key][0], peaks[key].method)
+            log.info(
+                "%s:%s batch %d: peak %.1f MB, %.1f ms",
+                model.spec.key,
+                model.backend.name,
+                n,
+                point.peak_mb,
+                point.latency_ms,
+            )
+            if point.peak_mb > budget_mb[key]:
+                del active[key]
+    return results
 
 
 def profile_from_points(
@@ -96,16 +119,66 @@ def budget_mb(probe: DeviceProbe, settings: EngineSettings, resident_bytes: int)
     return max(0.0, (usable - settings.memory_safety_mb * MB - resident_bytes) / MB)
 
 
-def calibrate(model: LoadedModel, probe: DeviceProbe, budget: float) -> ModelProfile:
-    """Quick profile for a device with no entry: batch 1, 2 (and 4 on a GPU)."""
+def calibrate_backends(
+    models: Mapping[str, LoadedModel], probe: DeviceProbe, budget_mb: Mapping[str, float]
+) -> dict[str, ModelProfile]:
+    """Quick profiles for a device with no entry: batch 1, 2 (and 4 on a GPU), 3 interleaved
+    runs each."""
     sizes = [1, 2, 4] if probe.kind == "cuda" else [1, 2]
-    points, method = measure_points(model, sizes, repeats=2, budget_mb=budget)
-    return profile_from_points(model, points, budget, method, source="calibrated")
+    measured = measure_backends(models, sizes, repeats=3, budget_mb=budget_mb)
+    return {
+        key: profile_from_points(models[key], points, budget_mb[key], method, source="calibrated")
+        for key, (points, method) in measured.items()
+    }
+
+
+def calibrate(model: LoadedModel, probe: DeviceProbe, budget: float) -> ModelProfile:
+    """``calibrate_backends`` for one model."""
+    return calibrate_backends({"model": model}, probe, {"model": budget})["model"]
+
+
+def profile_backends(
+    spec: ModelSpec,
+    settings: EngineSettings,
+    probe: DeviceProbe,
+    backends: list[str],
+    *,
+    batch_sizes: list[int],
+    repeats: int,
+) -> dict[str, ModelProfile]:
+    """Measure ``spec`` behind each backend from the same weights, interleaved."""
+    module, weights = build_module(spec, settings)
+    models = {}
+    for kind in backends:
+        backend = make_backend(kind, spec, module, weights, settings, probe.torch_device)
+        models[kind] = LoadedModel(spec, backend, weights)
+    budgets = {k: budget_mb(probe, settings, m.backend.resident_bytes) for k, m in models.items()}
+    measured = measure_backends(models, batch_sizes, repeats=repeats, budget_mb=budgets)
+    return {
+        kind: profile_from_points(models[kind], points, budgets[kind], method, source="measured")
+        for kind, (points, method) in measured.items()
+    }
+
+
+def _backends_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; valid: {', '.join(BACKENDS)}")
+    problem = onnxruntime_unavailable(probe.torch_device)
+    if "onnxruntime" in wanted and problem is not None:
+        log.warning("not profiling onnxruntime: %s", problem)
+        wanted = [b for b in wanted if b != "onnxruntime"]
+    return wanted
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Profile models; write batch_sizes.json")
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
+    parser.add_argument(
+        "--backends",
+        default=",".join(BACKENDS),
+        help="comma-separated (default: every backend that runs on this device)",
+    )
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dry-run", action="store_true", help="print, do not write")
@@ -115,27 +188,30 @@ def main(argv: list[str] | None = None) -> None:
     if args.models:
         settings = settings.model_copy(update={"models": tuple(args.models.split(","))})
     probe = make_probe(settings.device)
-    pool = ModelPool.load(settings, probe.torch_device)
-    budget = budget_mb(probe, settings, pool.resident_bytes())
+    threads = thread_plan(settings, probe.kind)
+    apply_torch_threads(threads)
+    backends = _backends_here(args.backends.split(","), probe)
     sizes = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.max_batch]
     book = ProfileBook.load(settings.profiles_path)
-    table = Table(title=f"{probe.key}: budget {budget:.0f} MB")
+    table = Table(title=f"{probe.key}: threads torch {threads.torch}, onnxruntime {threads.onnx}")
     for col in ("model", "batch", "peak MB", "ms/batch", "img/s"):
         table.add_column(col, justify="right")
-    for name in pool.names():
-        model = pool.get(name)
-        points, method = measure_points(model, sizes, repeats=args.repeats, budget_mb=budget)
-        profile = profile_from_points(model, points, budget, method, source="measured")
-        book.put(probe.key, model.profile_key, profile)
-        for p in points:
-            star = " *" if p.batch_size == profile.best_batch_size else ""
-            table.add_row(
-                model.profile_key,
-                f"{p.batch_size}{star}",
-                f"{p.peak_mb:.1f}",
-                f"{p.latency_ms:.1f}",
-                f"{p.images_per_s:.2f}",
-            )
+    for name in settings.models:
+        spec = get_spec(name, settings.variant)
+        profiles = profile_backends(
+            spec, settings, probe, backends, batch_sizes=sizes, repeats=args.repeats
+        )
+        for kind, profile in sorted(profiles.items()):
+            book.put(probe.key, f"{spec.key}:{kind}", profile)
+            for p in profile.points:
+                star = " *" if p.batch_size == profile.best_batch_size else ""
+                table.add_row(
+                    f"{spec.key}:{kind}",
+                    f"{p.batch_size}{star}",
+                    f"{p.peak_mb:.1f}",
+                    f"{p.latency_ms:.1f}",
+                    f"{p.images_per_s:.2f}",
+                )
     Console().print(table)
     if not args.dry_run:
         book.save(settings.profiles_path)

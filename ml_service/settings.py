@@ -17,6 +17,8 @@ from models.weights import DEFAULT_WEIGHTS_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
+DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
+BackendSetting = Literal["auto", "torch", "onnxruntime"]
 
 
 class EngineSettings(BaseSettings):
@@ -43,7 +45,19 @@ class EngineSettings(BaseSettings):
         None, ge=1, le=64, description="batches in flight per device (default: 2 GPU, 1 CPU)"
     )
     cpu_threads: int = Field(2, ge=1, le=256, description="pre/postprocessing threads")
-    torch_threads: int | None = Field(None, ge=1, le=256, description="intra-op threads")
+    backend: BackendSetting = Field(
+        "auto",
+        description="inference backend; auto: per model the faster one recorded for this device",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="PyTorch intra-op threads (default: cores given / batches)"
+    )
+    onnx_threads: int | None = Field(
+        None, ge=1, le=256, description="ONNX Runtime intra-op threads (default: as for torch)"
+    )
+    onnx_cache_dir: Path = Field(
+        DEFAULT_ONNX_CACHE, description="ONNX exports of the weights (rebuilt when stale)"
+    )
     profiles_path: Path = DEFAULT_PROFILES
     tile_overlap: int = Field(32, ge=0, le=512)
     max_image_pixels: int = Field(

@@ -47,11 +47,13 @@ def load_pool(settings: EngineSettings, *models: str) -> ModelPool:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> EngineSettings:
+def settings(tmp_path_factory: pytest.TempPathFactory, onnx_cache_dir: Path) -> EngineSettings:
     return EngineSettings(
         device="cpu",
         max_queue_delay_ms=5,
         profiles_path=tmp_path_factory.mktemp("p") / "batch_sizes.json",
+        backend="onnxruntime",  # ML_BACKEND=auto: test_backend_choice.py
+        onnx_cache_dir=onnx_cache_dir,
         max_image_pixels=4_000_000,
     )
 
@@ -73,6 +75,8 @@ def test_engine_describes_models_weights_and_batching(engine: Engine) -> None:
         assert len(m["weights"]["sha256"]) == 64
         assert m["batching"]["ceiling"] >= 1
         assert m["batching"]["profile_source"] == "calibrated"  # empty profile file given
+        assert m["backend"] == "onnxruntime" and m["backend_reason"] == "ML_BACKEND=onnxruntime"
+        assert m["batching"]["backend"] == "onnxruntime"  # the sizer uses that backend's profile
     assert info["memory"]["capacity_mb"] > 0
     assert info["gpus"] == []
 
@@ -172,7 +176,7 @@ def test_unknown_model_and_bad_parameters_raise_at_submit(engine: Engine) -> Non
 def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) -> None:
     # The real hrnet model behind a backend that fails every batch above 1 as a GPU would.
     pool = ModelPool.load(
-        settings.model_copy(update={"models": ("hrnet",)}), CpuProbe().torch_device
+        settings.model_copy(update={"models": ("hrnet",)}), CpuProbe().torch_device, "torch"
     )
     real = pool.get("hrnet").backend
     injected = RecordingBackend(oom_above=1)
