@@ -3,8 +3,9 @@
 ``lifespan`` opens the asyncpg pool (retrying while PostgreSQL starts, for up to
 :data:`STARTUP_TIMEOUT_S`), applies migrations under their advisory lock, creates the Redis
 client and the readiness probe, and stores them on ``app.state``
-(``settings``, ``pool``, ``redis``, ``db_probe``). Redis is not required to start: it is
-connected lazily, and requests needing it answer 503 until it is back.
+(``settings``, ``pool``, ``redis``, ``db_probe``, and ``store``: the blob store of uploads and
+masks, ``STORAGE_URL``). Redis is not required to start: it is connected lazily, and requests
+needing it answer 503 until it is back.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from redis.backoff import ExponentialBackoff
 from backend.db.migrate import apply_migrations
 from backend.db.pool import ProbeConnection, close_pool, create_pool, describe_dsn
 from backend.errors import install_error_handlers, unavailable_dependency
-from backend.routes import health, jobs, models, results, segment, users, web
+from backend.routes import health, jobs, models, results, segment, users, web, workers
 from backend.settings import Settings, get_settings
+from backend.storage import open_store
 from backend.uploads import sweep_stale_temps
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     swept = sweep_stale_temps(settings.upload_dir)
     if swept:
         log.info("removed %d stale temp upload(s) from %s", swept, settings.upload_dir)
+    store = open_store(settings.storage_location, region=settings.aws_region)
+    app.state.store = store
     pool = await connect_database(settings)
     redis_client: aioredis.Redis | None = None
     probe = ProbeConnection(settings.database_url)
@@ -107,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if redis_client is not None:
             await redis_client.aclose()
         await close_pool(pool)
+        store.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -125,6 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(web.router)
-    for router in (users.router, models.router, jobs.router, results.router, segment.router):
+    for router in (
+        users.router,
+        models.router,
+        jobs.router,
+        results.router,
+        segment.router,
+        workers.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     return app

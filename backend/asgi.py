@@ -1,7 +1,9 @@
 """The gateway as served: FastAPI + Socket.IO (``/socket.io``) + the dispatcher + ``/metrics``.
 
 ``python -m backend serve`` runs ``create_asgi`` (a uvicorn factory). Each replica runs a
-dispatcher task; only the one holding the PostgreSQL advisory lock dispatches.
+dispatcher task; only the one holding the PostgreSQL advisory lock dispatches. With
+``RETENTION_DAYS`` > 0 each also runs the retention loop (:mod:`backend.retention`; one purge
+at a time in the service, under its own advisory lock).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from backend.db import work
 from backend.dispatcher import Dispatcher, make_sender
 from backend.jobs_state import counts_payload, job_status
 from backend.realtime import ConnectionCount, create_sio
+from backend.retention import RetentionLoop
 from backend.routes import metrics
 from backend.settings import Settings, get_settings
 
@@ -55,18 +58,29 @@ def attach_service(app: FastAPI, settings: Settings) -> socketio.AsyncServer:
     @asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[None]:
         async with inner(a):
-            dispatcher = Dispatcher(settings, a.state.pool, make_sender(settings))
+            dispatcher = Dispatcher(settings, a.state.pool, make_sender(settings), a.state.redis)
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
             a.state.dispatcher = dispatcher
             a.state.on_job_created = lambda job_id: dispatcher.wake()
             a.state.on_job_finished = job_finished
             a.state.on_images_cancelled = images_cancelled
+            retention = RetentionLoop(settings, a.state.pool, a.state.store)
+            a.state.retention = retention
+            retention_task = (
+                asyncio.create_task(retention.run(), name="retention")
+                if settings.retention_days > 0
+                else None
+            )
             try:
                 yield
             finally:
                 dispatcher.stop()
+                retention.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(task, 5)
+                if retention_task is not None:
+                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                        await asyncio.wait_for(retention_task, 5)
 
     app.router.lifespan_context = lifespan
     return sio

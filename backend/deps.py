@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from backend.auth import User, current_user, require_admin
 from backend.settings import Settings
+from backend.storage import BlobStore
 
 
 def _settings(request: Request) -> Settings:
@@ -27,8 +28,14 @@ def _redis(request: Request) -> aioredis.Redis:
     return client
 
 
+def _store(request: Request) -> BlobStore:
+    store: BlobStore = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+StoreDep = Annotated[BlobStore, Depends(_store)]
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminKey = Annotated[None, Depends(require_admin)]

@@ -1,12 +1,16 @@
 """The dispatcher: releases queued images to Celery fairly, one active in the whole service.
 
 Every gateway replica runs one; the one that holds a PostgreSQL advisory lock (on a dedicated
-connection) is the leader, the others wait to take over if that connection dies. Each tick it
-computes free capacity per device queue (``DISPATCH_IN_FLIGHT_PER_QUEUE`` minus images
-dispatched or processing there), picks that many queued images by deficit round robin over
-users, marks them dispatched (``FOR UPDATE SKIP LOCKED``) and sends one Celery task each, inside
-one transaction: if Redis refuses a send, the images stay queued. The dispatcher never touches a
-GPU or an image's bytes.
+connection) is the leader, the others try to take it every few ticks, so when the leader's
+process dies (its connection closes and PostgreSQL frees the lock) another replica leads within
+about a second. Each tick it reads the workers' heartbeats (:mod:`backend.heartbeats`) and
+computes free capacity per device queue (``DISPATCH_IN_FLIGHT_PER_QUEUE`` per worker taking work
+there, minus images dispatched or processing there; a queue with no such worker, e.g. its only
+worker drains after SIGTERM, gets nothing), picks that many queued images by deficit round
+robin over users, marks them dispatched (``FOR UPDATE SKIP LOCKED``) and sends one Celery task
+each, inside one transaction: if Redis refuses a send, the images stay queued. The dispatcher
+never touches a GPU or an image's bytes. Work released to a queue that has had no live worker
+at all for ``DISPATCH_ORPHAN_GRACE_S`` goes back to queued, to be dispatched elsewhere.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import contextlib
 import logging
 
 import asyncpg
+import redis.asyncio as aioredis
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from backend.db import work
 from backend.fairness import drr_pick
+from backend.heartbeats import WorkerHeartbeat, live_workers, serving_queues
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,10 +59,14 @@ def assign_queues(free: dict[str, int], n: int) -> list[str]:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, sender: Celery) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, sender: Celery, redis: aioredis.Redis
+    ) -> None:
         self.settings = settings
         self.pool = pool
         self.sender = sender
+        self.redis = redis
+        self._last_alive: dict[str, float] = {}  # queue → last time a live worker was seen
         self.is_leader = False
         self.dispatched = 0
         self._wake = asyncio.Event()
@@ -93,14 +104,18 @@ class Dispatcher:
     async def _lead(self, conn: asyncpg.Connection) -> None:
         next_sweep = 0.0
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._last_alive = {q: started for q in self.settings.queues}
         while not self._stopping.is_set():
             await conn.fetchval("SELECT 1")  # leadership lives as long as this connection
             if loop.time() >= next_sweep:
                 await self.requeue_stale()
                 next_sweep = loop.time() + min(30.0, self.settings.visibility_timeout_s / 2)
             try:
-                sent = await self.tick()
-            except (OSError, BrokerError) as exc:  # Redis down: the transaction rolled back
+                workers = await live_workers(self.redis)
+                await self.requeue_orphaned(workers)
+                sent = await self.tick(workers)
+            except (OSError, BrokerError, RedisError) as exc:  # Redis down: nothing was sent
                 log.warning("dispatcher: broker unavailable (%s)", exc)
                 sent = 0
             if not sent:
@@ -112,15 +127,14 @@ class Dispatcher:
                 await self._wake.wait()
         self._wake.clear()
 
-    async def tick(self) -> int:
-        """One dispatch round; returns the number of images sent."""
+    async def tick(self, workers: list[WorkerHeartbeat]) -> int:
+        """One dispatch round given the live workers; returns the number of images sent."""
         queues = self.settings.queues
+        serving = serving_queues(workers)
+        per_worker = self.settings.dispatch_in_flight_per_queue
         async with self.pool.acquire() as conn, conn.transaction():
             in_flight = await work.in_flight_by_queue(conn)
-            free = {
-                q: max(0, self.settings.dispatch_in_flight_per_queue - in_flight.get(q, 0))
-                for q in queues
-            }
+            free = {q: max(0, per_worker * serving.get(q, 0) - in_flight.get(q, 0)) for q in queues}
             capacity = sum(free.values())
             if capacity == 0:
                 return 0
@@ -149,6 +163,26 @@ class Dispatcher:
                 queue=queue,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            )
+
+    async def requeue_orphaned(self, workers: list[WorkerHeartbeat]) -> None:
+        """Requeue what was released to queues without any live worker (even a draining one)
+        for ``DISPATCH_ORPHAN_GRACE_S``."""
+        now = asyncio.get_running_loop().time()
+        for w in workers:
+            self._last_alive[w.queue] = now
+        grace = self.settings.dispatch_orphan_grace_s
+        orphans = [q for q, seen in self._last_alive.items() if now - seen > grace]
+        if not orphans:
+            return
+        n = await work.requeue_orphaned(self.pool, orphans)
+        for q in orphans:  # checked again after another grace period
+            self._last_alive[q] = now
+        if n:
+            log.warning(
+                "dispatcher: %d images of queue(s) %s without a live worker requeued",
+                n,
+                ", ".join(orphans),
             )
 
     async def requeue_stale(self) -> None:

@@ -2,10 +2,13 @@
 
 Each worker process keeps ``cellseg:worker:<worker name>`` set (TTL ~15 s) to JSON::
 
-    {"name": str, "queue": str, "device": str, "updated_at": float,
+    {"name": str, "queue": str, "device": str, "updated_at": float, "draining": bool,
+     "in_flight": int, "capacity": int, "free_memory_bytes": int,
+     "batch_ceilings": {model: int}, "memory": {...}, "gpus": [...], "startup_s": float,
      "models": [{"name", "variant", "input_size": [h, w], "backend", "batching": {...}}, ...]}
 
-A key that expired is a dead worker. Malformed values are skipped (and logged at debug level).
+A key that expired is a dead worker; a draining one (SIGTERM) finishes what it holds and takes
+nothing new. Malformed values are skipped (and logged at debug level).
 """
 
 from __future__ import annotations
@@ -35,6 +38,36 @@ class WorkerHeartbeat:
     device: str
     updated_at: float
     models: list[dict[str, Any]] = field(default_factory=list)
+    draining: bool = False
+    in_flight: int = 0
+    capacity: int = 0
+    free_memory_bytes: int | None = None
+    batch_ceilings: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def serving(self) -> bool:
+        """Takes new work: models loaded and not draining."""
+        return bool(self.models) and not self.draining
+
+    def to_json(self) -> dict[str, Any]:
+        """The admin view (``GET /api/v1/workers``)."""
+        return {
+            "name": self.name,
+            "queue": self.queue,
+            "device": self.device,
+            "updated_at": self.updated_at,
+            "draining": self.draining,
+            "in_flight": self.in_flight,
+            "capacity": self.capacity,
+            "free_memory_bytes": self.free_memory_bytes,
+            "batch_ceilings": self.batch_ceilings,
+            "models": [
+                {k: m.get(k) for k in ("name", "variant", "backend", "input_size")}
+                for m in self.models
+            ],
+            **self.extra,
+        }
 
 
 def parse_heartbeat(raw: bytes | str) -> WorkerHeartbeat | None:
@@ -42,16 +75,34 @@ def parse_heartbeat(raw: bytes | str) -> WorkerHeartbeat | None:
     try:
         data = json.loads(raw)
         models = [m for m in data.get("models") or [] if isinstance(m, dict) and m.get("name")]
+        free = data.get("free_memory_bytes")
         return WorkerHeartbeat(
             name=str(data["name"]),
             queue=str(data.get("queue", "")),
             device=str(data.get("device", "")),
             updated_at=float(data.get("updated_at", 0.0)),
             models=models,
+            draining=bool(data.get("draining", False)),
+            in_flight=int(data.get("in_flight") or 0),
+            capacity=int(data.get("capacity") or 0),
+            free_memory_bytes=None if free is None else int(free),
+            batch_ceilings={
+                str(k): int(v) for k, v in (data.get("batch_ceilings") or {}).items() if v
+            },
+            extra={k: data[k] for k in ("memory", "gpus", "startup_s") if k in data},
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.debug("skipping malformed worker heartbeat %r: %r", raw, exc)
         return None
+
+
+def serving_queues(workers: list[WorkerHeartbeat]) -> dict[str, int]:
+    """Queues with at least one worker taking work, and how many workers each has."""
+    out: dict[str, int] = {}
+    for w in workers:
+        if w.serving and w.queue:
+            out[w.queue] = out.get(w.queue, 0) + 1
+    return out
 
 
 async def live_workers(client: aioredis.Redis, *, batch: int = 200) -> list[WorkerHeartbeat]:

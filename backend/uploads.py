@@ -7,14 +7,19 @@ Life of an upload (:class:`UploadBatch`):
    (413 ``upload_too_large`` as soon as the request's files exceed ``MAX_UPLOAD_MB``);
 2. :meth:`~UploadBatch.end` fsyncs it and checks its header (:mod:`backend.imagecheck`);
 3. :meth:`~UploadBatch.commit` runs the caller's row inserts in a transaction that also holds an
-   advisory lock per blob, renames every temp to ``UPLOAD_DIR/<sha256>`` (or drops it when that
-   blob already exists: content addressed) and fsyncs the directory, then commits. A blob is thus
-   on disk before any committed row references it.
+   advisory lock per blob, puts every temp into the blob store (:mod:`backend.storage`,
+   ``STORAGE_URL``; key ``<sha256>``, skipped when the store has it already: content
+   addressed), then commits and removes the temps. A blob is thus stored before any committed
+   row references it; a store that refuses the write answers 503 ``storage_unavailable`` and
+   the transaction rolls back.
 4. On any failure :meth:`~UploadBatch.discard` removes every temp file, and every blob this
-   request renamed into place that no committed ``images`` row references (another job may
+   request put into the store that no committed ``images`` row references (another job may
    share the blob). It takes the same locks, so it never deletes a blob under a concurrent
-   commit. If PostgreSQL cannot be asked, blobs are kept (an orphan file is harmless; a missing
-   one is not) and logged.
+   commit. If PostgreSQL or the store cannot be asked, blobs are kept (an orphan is harmless;
+   a missing one is not) and logged.
+
+``UPLOAD_DIR`` is the local spool for the temps (and, by default, the file store itself, so a
+temp becomes its blob by a hard link, without a copy).
 
 The user's file name is only ever stored in the database (:func:`safe_filename`), never used
 on disk.
@@ -40,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.db import repo
 from backend.errors import PayloadTooLarge, ServiceUnavailable
 from backend.imagecheck import ImageHeader, check_image
+from backend.storage import BlobStore, FileStore, StorageError, upload_key
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +114,22 @@ class UploadBatch:
     """The uploads of one request (see the module docstring). Not thread-safe; one per request.
 
     Args:
-        upload_dir: ``UPLOAD_DIR`` (must exist).
+        upload_dir: ``UPLOAD_DIR``, the spool for temp files (must exist).
         max_total_bytes: cap on the sum of the request's file sizes.
         max_pixels: ``MAX_IMAGE_PIXELS``, for the header check.
+        store: where committed blobs go (default: a file store in ``upload_dir``).
     """
 
-    def __init__(self, upload_dir: Path, *, max_total_bytes: int, max_pixels: int) -> None:
+    def __init__(
+        self,
+        upload_dir: Path,
+        *,
+        max_total_bytes: int,
+        max_pixels: int,
+        store: BlobStore | None = None,
+    ) -> None:
         self.upload_dir = upload_dir
+        self.store: BlobStore = store if store is not None else FileStore(upload_dir)
         self.max_total_bytes = max_total_bytes
         self.max_pixels = max_pixels
         self.files: list[StoredUpload] = []
@@ -122,7 +137,7 @@ class UploadBatch:
         self.committed = False
         self._open: _OpenUpload | None = None
         self._temps: list[Path] = []  # every temp created, removed by discard()
-        self._placed: list[str] = []  # blobs this request renamed into place
+        self._placed: list[str] = []  # blobs this request put into the store
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -186,32 +201,36 @@ class UploadBatch:
     async def commit(
         self, pool: asyncpg.Pool, write_rows: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> T:
-        """Insert the rows (``write_rows(conn)``) and place the blobs, in one transaction."""
+        """Insert the rows (``write_rows(conn)``) and store the blobs, in one transaction.
+
+        Raises:
+            ServiceUnavailable: ``storage_unavailable`` when the store refuses a write (the
+                transaction rolls back; :meth:`discard` cleans up).
+        """
         if self._open is not None:
             raise RuntimeError("UploadBatch.commit() while a file is still open")
         async with pool.acquire() as conn:
             async with conn.transaction():
-                await repo.lock_uploads(conn, [f.sha256 for f in self.files])
+                await repo.lock_blobs(conn, [upload_key(f.sha256) for f in self.files])
                 result = await write_rows(conn)
                 await run_in_threadpool(self._place_all)
         self.committed = True
+        await run_in_threadpool(self._remove_temps)
         return result
 
-    def blob_path(self, sha256: str) -> Path:
-        return self.upload_dir / sha256
-
     def _place_all(self) -> None:
-        try:
-            for f in self.files:
-                target = self.blob_path(f.sha256)
-                if target.exists():
-                    f.temp_path.unlink(missing_ok=True)
-                    continue
-                os.replace(f.temp_path, target)
-                self._placed.append(f.sha256)
-            _fsync_dir(self.upload_dir)
-        except OSError as exc:
-            raise storage_unavailable(exc) from exc
+        done: set[str] = set()
+        for f in self.files:
+            key = upload_key(f.sha256)
+            if key in done:
+                continue
+            try:
+                if not self.store.exists(key):
+                    self._placed.append(key)  # before the put: a half-failed put is undone too
+                    self.store.put_file(key, f.temp_path)
+            except StorageError as exc:
+                raise storage_unavailable(exc) from exc
+            done.add(key)
 
     async def discard(self, pool: asyncpg.Pool | None) -> None:
         """Undo everything of a request that did not commit (idempotent; never raises)."""
@@ -227,11 +246,12 @@ class UploadBatch:
         try:
             async with pool.acquire() as conn:
                 async with conn.transaction():
-                    await repo.lock_uploads(conn, placed)
-                    for sha in placed:
-                        if not await repo.upload_referenced(conn, sha):
-                            self.blob_path(sha).unlink(missing_ok=True)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    await repo.lock_blobs(conn, placed)
+                    referenced = await repo.referenced_uploads(conn, placed)
+                    orphans = [key for key in placed if key not in referenced]
+                    if orphans:
+                        await run_in_threadpool(self.store.delete, orphans)
+        except (OSError, StorageError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
                 "kept %d blob(s) of a failed upload; cannot check references: %r",
                 len(placed),
@@ -259,29 +279,25 @@ def upload_too_large(max_total_bytes: int) -> PayloadTooLarge:
     )
 
 
-def storage_unavailable(exc: OSError) -> ServiceUnavailable:
-    """503 for a failing ``UPLOAD_DIR`` (full disk, permissions, missing directory)."""
+def storage_unavailable(exc: OSError | StorageError) -> ServiceUnavailable:
+    """503 for a failing spool (``UPLOAD_DIR``: full disk, permissions, missing directory) or
+    blob store (``STORAGE_URL``: unreachable, bucket missing or refusing)."""
+    if isinstance(exc, StorageError):
+        where = f"the blob store (STORAGE_URL): {exc}"
+    else:
+        where = f"UPLOAD_DIR: {exc.strerror or exc}"
     return ServiceUnavailable(
-        "storage_unavailable",
-        f"cannot store the upload in UPLOAD_DIR: {exc.strerror or exc}",
-        retry_after=30,
+        "storage_unavailable", f"cannot store the upload in {where}", retry_after=30
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sweep_stale_temps(upload_dir: Path, older_than_s: float = 3600.0) -> int:
     """Remove temp uploads left by a crashed process (older than ``older_than_s``, so uploads
-    in flight in other replicas are spared). Returns how many were removed."""
+    in flight in other replicas are spared), also in subdirectories (the file store's
+    ``masks/``, whose temps share the name). Returns how many were removed."""
     removed = 0
     cutoff = time.time() - older_than_s
-    for path in upload_dir.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+    for path in upload_dir.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()

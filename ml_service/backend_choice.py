@@ -12,6 +12,10 @@ Runtime cannot run on the device). ``auto`` decides per device and model:
    is kept. The calibrated profiles go into the
    in-memory profile book, so the sizer uses them; ``python -m ml_service.profile`` records
    steadier figures.
+
+A forced torch fast-path setting (``ML_PRECISION`` other than ``auto``, or ``ML_COMPILE=on``)
+applies to the torch backend only: under ``auto`` it picks torch; with
+``ML_BACKEND=onnxruntime`` it stops start-up (unless it only asks for fp32).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 
 from ml_service.backends import BACKENDS, onnxruntime_unavailable
 from ml_service.device import DeviceProbe
+from ml_service.errors import BackendUnavailable
 from ml_service.pool import LoadedModel, build_module, make_backend
 from ml_service.profile import budget_mb, calibrate_backends
 from ml_service.profiles import ModelProfile, ProfileBook
@@ -65,6 +70,16 @@ def recorded_choice(book: ProfileBook, device_key: str, spec: ModelSpec) -> Back
     return compare_profiles(profiles, f"batch_sizes.json, {device_key}")
 
 
+def torch_only_settings(settings: EngineSettings) -> str:
+    """The fast-path settings that force something only the torch backend does ("" if none)."""
+    forced = []
+    if settings.precision not in ("auto", "fp32"):
+        forced.append(f"ML_PRECISION={settings.precision}")
+    if settings.compile == "on":
+        forced.append("ML_COMPILE=on")
+    return ", ".join(forced)
+
+
 def load_chosen(
     spec: ModelSpec, settings: EngineSettings, probe: DeviceProbe, book: ProfileBook
 ) -> LoadedModel:
@@ -79,8 +94,13 @@ def load_chosen(
         backend = make_backend(kind, spec, module, weights, settings, device)
         return LoadedModel(spec, backend, weights, backend_reason=reason)
 
+    forced = torch_only_settings(settings)
+    if settings.backend == "onnxruntime" and forced:
+        raise BackendUnavailable(f"ML_BACKEND=onnxruntime conflicts with {forced} (torch only)")
     if settings.backend != "auto":
         return loaded(settings.backend, f"ML_BACKEND={settings.backend}")
+    if forced:
+        return loaded("torch", f"auto: {forced} applies to the torch backend")
     problem = onnxruntime_unavailable(device)
     if problem is not None:
         return loaded("torch", f"auto: {problem}")

@@ -1,27 +1,36 @@
 """Inference backends: what the batcher calls to run one batch on a device.
 
 A backend takes a float32 batch ``(N, C, H, W)`` and returns foreground probabilities
-``(N, H, W)`` float32. It reports device out-of-memory as ``DeviceOutOfMemory`` so the batcher
-can split and retry whatever the backend; tests inject that failure through this interface.
+``(N, H, W)`` float32, or, given per-item ``thresholds`` ``(N,)`` float32, the uint8 masks
+``prob > threshold`` ``(N, H, W)``: thresholding where the logits are (on the GPU) copies back a
+quarter of the bytes and spares the CPU the comparison. Both come from the same sigmoid, so a
+mask equals thresholding the returned probabilities. Backends that can threshold say so with
+``returns_masks = True`` (the batcher only passes thresholds to those). A backend reports device
+out-of-memory as ``DeviceOutOfMemory`` so the batcher can split and retry whatever the backend;
+tests inject that failure through this interface.
 
-Two implementations: ``TorchBackend`` (eager PyTorch, CUDA or CPU) and ``OnnxRuntimeBackend``
-(ONNX Runtime: CPU execution provider, CUDA provider where a GPU build is installed). Both are
-called from several threads at once without a lock; the profile key of a model includes the
-backend's ``name`` (``unet/small:onnxruntime``). ``onnxruntime`` is imported lazily, so the
-engine runs (torch only) where it is not installed.
+Two implementations: ``TorchBackend`` (PyTorch, CUDA or CPU, run as its
+``ml_service.fastpath.FastPathConfig`` says: precision, channels_last, torch.compile) and
+``OnnxRuntimeBackend`` (ONNX Runtime: CPU execution provider, CUDA provider where a GPU build is
+installed). Both are called from several threads at once without a lock; the profile key of a
+model includes the backend's ``name`` (``unet/small:onnxruntime``). ``onnxruntime`` is imported
+lazily, so the engine runs (torch only) where it is not installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
+import time
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from ml_service import fastpath
 from ml_service.errors import BackendUnavailable
+from ml_service.fastpath import FP32, FastPathConfig
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -35,7 +44,7 @@ class InferenceBackend(Protocol):
     device: torch.device
     resident_bytes: int
 
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
+    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray: ...
 
     def release_cached_memory(self) -> None: ...
 
@@ -52,40 +61,122 @@ def _is_cpu_oom(exc: RuntimeError) -> bool:
     return "can't allocate memory" in text or "DefaultCPUAllocator" in text
 
 
+StageTimes = dict[str, float | None]  # h2d, compute, d2h seconds (None: not on this device)
+
+
 class TorchBackend:
-    """Eager PyTorch in inference mode. No lock: an eval-mode module is safe to call from
-    several threads; on CUDA each calling thread gets its own stream."""
+    """PyTorch in inference mode, run as its ``FastPathConfig`` says (fp32 eager by default).
+
+    No lock: an eval-mode module is safe to call from several threads. On CUDA each calling
+    thread gets its own compute stream and its own copy stream: the batch is staged in pinned
+    host memory and copied with ``non_blocking`` on the copy stream, so one thread's copy
+    overlaps another's compute (the engine runs ``ML_BATCH_CONCURRENCY`` batches at once, 2 on
+    a GPU); the output (uint8 masks when thresholds are given) comes back through pinned memory.
+    On the CPU the batch is used in place (no copies)."""
 
     name = "torch"
+    returns_masks = True
 
-    def __init__(self, module: nn.Module, device: torch.device) -> None:
+    def __init__(
+        self, module: nn.Module, device: torch.device, config: FastPathConfig | None = None
+    ) -> None:
         self.module = module.eval().to(device)
         self.device = device
         self.resident_bytes = module_bytes(self.module)
         self._local = threading.local()
+        self.config = FP32
+        self._call: Any = self.module
+        if config is not None:
+            self.configure(config)
 
-    def _stream(self) -> torch.cuda.Stream | None:
+    def configure(self, config: FastPathConfig) -> None:
+        """Run from now on as ``config`` says (see ``ml_service.fastpath.prepare_module``);
+        compilation happens on the first run of each batch size (the engine's warm-up)."""
+        self._call = fastpath.prepare_module(self.module, config, self.device)
+        self.config = config
+
+    def _streams(self) -> tuple[torch.cuda.Stream, torch.cuda.Stream] | None:
         if self.device.type != "cuda":
             return None
-        stream = getattr(self._local, "stream", None)
-        if stream is None:
-            stream = self._local.stream = torch.cuda.Stream(self.device)
-        return stream
+        streams = getattr(self._local, "streams", None)
+        if streams is None:
+            streams = self._local.streams = (
+                torch.cuda.Stream(self.device),
+                torch.cuda.Stream(self.device),
+            )
+        return streams
 
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-        prob = torch.sigmoid(self.module(x))[:, 0]
-        return prob.float().cpu().numpy()
+    def _to_device(self, batch: np.ndarray, copy_stream: torch.cuda.Stream | None) -> torch.Tensor:
+        x = torch.from_numpy(batch)
+        if copy_stream is None:
+            return x
+        host = x.pin_memory()  # caching host allocator: reused once the copy has finished
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(copy_stream):
+            x = host.to(self.device, non_blocking=True)
+        compute.wait_stream(copy_stream)
+        x.record_stream(compute)
+        return x
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _to_host(self, out: torch.Tensor) -> np.ndarray:
+        if self.device.type != "cuda":
+            return out.numpy()
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return host.numpy()
+
+    def _forward(
+        self,
+        batch: np.ndarray,
+        thresholds: np.ndarray | None,
+        copy_stream: torch.cuda.Stream | None,
+        times: StageTimes | None = None,
+    ) -> np.ndarray:
+        clock = _StageClock(self.device, times)
+        x = self._to_device(batch, copy_stream)
+        clock.lap("h2d")
+        x = fastpath.to_input_format(x, self.config)
+        fastpath.mark_step(self.config)
+        with fastpath.autocast(self.config, self.device):
+            logits = self._call(x)
+        prob = torch.sigmoid(logits.float())[:, 0]
+        if thresholds is not None:
+            limit = torch.from_numpy(np.asarray(thresholds, np.float32)).to(self.device)
+            prob = (prob > limit[:, None, None]).to(torch.uint8)
+        clock.lap("compute")
+        out = self._to_host(prob)
+        clock.lap("d2h")
+        return out
+
+    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities ``(N, H, W)`` float32, or uint8 masks given ``thresholds`` ``(N,)``."""
+        return self._run(batch, thresholds, None)
+
+    def run_staged(
+        self, batch: np.ndarray, thresholds: np.ndarray | None = None
+    ) -> tuple[np.ndarray, StageTimes]:
+        """``run``, timing host→device copy, compute and device→host copy apart (the device is
+        synchronised between them, so this is for the bench, not the hot path). On the CPU
+        there are no copies: ``h2d`` and ``d2h`` are None."""
+        times: StageTimes = {}
+        out = self._run(batch, thresholds, times)
+        if self.device.type != "cuda":
+            times["h2d"] = times["d2h"] = None
+        return out, times
+
+    def _run(
+        self, batch: np.ndarray, thresholds: np.ndarray | None, times: StageTimes | None
+    ) -> np.ndarray:
         try:
             with torch.inference_mode():
-                stream = self._stream()
-                if stream is None:
-                    return self._forward(batch)
-                with torch.cuda.stream(stream):
-                    out = self._forward(batch)
-                stream.synchronize()
+                streams = self._streams()
+                if streams is None:
+                    return self._forward(batch, thresholds, None, times)
+                compute, copy = streams
+                with torch.cuda.stream(compute):
+                    out = self._forward(batch, thresholds, copy, times)
+                compute.synchronize()
                 return out
         except torch.cuda.OutOfMemoryError as exc:
             raise DeviceOutOfMemory(str(exc)) from exc
@@ -97,6 +188,23 @@ class TorchBackend:
     def release_cached_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+class _StageClock:
+    """Wall time per stage into ``times`` (synchronising the device first); inert without."""
+
+    def __init__(self, device: torch.device, times: StageTimes | None) -> None:
+        self.device, self.times = device, times
+        self._last = time.perf_counter() if times is not None else 0.0
+
+    def lap(self, stage: str) -> None:
+        if self.times is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.times[stage] = now - self._last
+        self._last = now
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -140,6 +248,7 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    returns_masks = True
 
     def __init__(
         self, model: bytes, device: torch.device, *, threads: int, resident_bytes: int
@@ -180,7 +289,8 @@ class OnnxRuntimeBackend:
             )
         self.input_name = self.session.get_inputs()[0].name
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities ``(N, H, W)`` float32, or uint8 masks given ``thresholds`` ``(N,)``."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         try:
             (logits,) = self.session.run(None, {self.input_name: x}, self._run_options)
@@ -188,7 +298,11 @@ class OnnxRuntimeBackend:
             if _is_ort_oom(exc):
                 raise DeviceOutOfMemory(str(exc)) from exc
             raise
-        return _sigmoid(np.ascontiguousarray(logits[:, 0], dtype=np.float32))
+        prob = _sigmoid(np.ascontiguousarray(logits[:, 0], dtype=np.float32))
+        if thresholds is None:
+            return prob
+        limit = np.asarray(thresholds, np.float32)[:, None, None]
+        return (prob > limit).astype(np.uint8)
 
     def release_cached_memory(self) -> None:
         """Nothing to do: no CPU arena, and the CUDA arena shrinks after every run."""

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class BatchOutput:
     """One item's output and how it was produced."""
 
-    prob: np.ndarray  # (H, W) float32 foreground probability
+    prob: np.ndarray  # (H, W) float32 probability, or uint8 mask when thresholded on the device
     batch_size: int
     queued_ms: float
     inference_ms: float
@@ -45,6 +45,7 @@ class BatchOutput:
 class _Request:
     data: np.ndarray
     future: Future[BatchOutput]
+    threshold: float | None = None
     enqueued: float = field(default_factory=time.monotonic)
 
 
@@ -82,8 +83,12 @@ class DynamicBatcher:
 
     # ---- caller side -------------------------------------------------------------------
 
-    def submit(self, item: np.ndarray) -> Future[BatchOutput]:
-        """Queue one ``item_shape`` float32 item; the future resolves to its ``BatchOutput``."""
+    def submit(self, item: np.ndarray, threshold: float | None = None) -> Future[BatchOutput]:
+        """Queue one ``item_shape`` float32 item; the future resolves to its ``BatchOutput``.
+
+        With a ``threshold`` the output may come back as the uint8 mask ``prob > threshold``
+        (thresholded on the device): when every item of its batch has one and the backend
+        ``returns_masks``; otherwise it is the float32 probability map."""
         future: Future[BatchOutput] = Future()
         problem = self._check(item)
         if problem:
@@ -92,7 +97,7 @@ class DynamicBatcher:
         with self._cond:
             if self._closed:
                 raise EngineClosed(f"batcher {self.model} is closed")
-            self._queue.append(_Request(item, future))
+            self._queue.append(_Request(item, future, threshold))
             self._cond.notify()
         return future
 
@@ -195,9 +200,13 @@ class DynamicBatcher:
 
     def _execute(self, items: list[_Request]) -> None:
         batch = np.stack([r.data for r in items])
+        thresholds = [r.threshold for r in items]
         start = time.monotonic()
         try:
-            out = self.backend.run(batch)
+            if getattr(self.backend, "returns_masks", False) and None not in thresholds:
+                out = self.backend.run(batch, np.array(thresholds, np.float32))
+            else:
+                out = self.backend.run(batch)
         except DeviceOutOfMemory:
             self.backend.release_cached_memory()
             self.sizer.on_oom(self.model, len(items))

@@ -1,7 +1,8 @@
-"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, and the seed's locked
-inference vs the dynamic batcher.
+"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, the seed's locked
+inference vs the dynamic batcher, and the torch fast path.
 
     python -m ml_service.bench [--models hrnet,unet] [--callers 8] [--images 48] [--repeats 15]
+                               [--device cuda] [--variant full] [--sections fastpath]
                                [--json out.json]
 
 1. Backends: the engine is built as the service builds it (``ML_BACKEND``, ``auto`` by default:
@@ -17,6 +18,14 @@ inference vs the dynamic batcher.
    has the same threads submit the same inputs to the engine's ``DynamicBatcher`` (no lock,
    batches across callers, memory-aware size). Both use already-preprocessed model inputs, so
    they compare inference scheduling only, on the chosen backend.
+3. Fast path (``ml_service.bench_fastpath``): on the torch backend, seed-style lock batch 1
+   fp32, batcher fp32, batcher with the recorded fast configuration, the whole path end to end
+   on it (and its ratio to the batcher), and the stage times (decode, preprocess, H2D, compute,
+   D2H, postprocess).
+
+``--sections`` picks some of ``backends,batcher,fastpath`` (default all); ``--device`` and
+``--variant`` override ``ML_DEVICE`` and ``ML_VARIANT`` (the GPU figures: ``--device cuda
+--variant full``, with ``ML_ALLOW_RANDOM_WEIGHTS=1`` where the full weights are absent).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.bench_fastpath import bench_fastpath_model
+from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.measure import median_latencies_s
 from ml_service.pool import LoadedModel, ModelPool
@@ -192,7 +203,8 @@ def _print(report: dict[str, Any]) -> None:
             f"{r['chosen_engine_img_s']:.2f}",
             f"{r['engine_ratio']:.2f}x",
         )
-    console.print(table)
+    if report["backends"]:
+        console.print(table)
     table = Table(title=f"{report['callers']} callers, {report['images']} images: lock vs batcher")
     for col in (
         "model",
@@ -214,11 +226,85 @@ def _print(report: dict[str, Any]) -> None:
             f"{r['batcher_img_s']:.2f}",
             f"{r['ratio']:.2f}x",
         )
+    if report["results"]:
+        console.print(table)
+    if report["fastpath"]:
+        _print_fastpath(Console(width=200), report)
+
+
+def _print_fastpath(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title=f"{report['device']}: torch fast path ({report['callers']} callers)")
+    cols = (
+        "model",
+        "fast config",
+        "seed lock b1 fp32 img/s",
+        "batcher fp32 img/s",
+        "batcher fast img/s",
+        "fast / seed",
+        "e2e fast img/s",
+        "e2e / engine",
+        "ms decode · pre · H2D · compute · D2H · post",
+    )
+    for col in cols:
+        table.add_column(col, justify="right")
+
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1f}"
+
+    stages = ("decode", "preprocess", "h2d", "compute", "d2h", "postprocess")
+    for r in report["fastpath"]:
+        table.add_row(
+            r["model"],
+            r["fast_config"],
+            f"{r['seed_lock_b1_fp32_img_s']:.2f}",
+            f"{r['batcher_fp32_img_s']:.2f}",
+            f"{r['batcher_fast_img_s']:.2f}",
+            f"{r['fast_over_seed']:.2f}x",
+            f"{r['end_to_end_fast_img_s']:.2f}",
+            f"{r['e2e_over_engine']:.2f}",
+            " · ".join(ms(r["stage_ms"][k]) for k in stages),
+        )
     console.print(table)
 
 
-def run(settings: EngineSettings, *, callers: int, images: int, repeats: int) -> dict[str, Any]:
-    """Both comparisons for every model in ``settings``; the report ``main`` prints."""
+SECTIONS = ("backends", "batcher", "fastpath")
+
+
+def run(
+    settings: EngineSettings,
+    *,
+    callers: int,
+    images: int,
+    repeats: int,
+    sections: tuple[str, ...] = SECTIONS,
+) -> dict[str, Any]:
+    """The ``sections`` for every model in ``settings``; the report ``main`` prints."""
+    report: dict[str, Any] = {"backends": [], "results": [], "fastpath": []}
+    if "backends" in sections or "batcher" in sections:
+        report.update(_run_backends(settings, callers, images, repeats, sections))
+    probe = make_probe(settings.device)
+    if "fastpath" in sections:
+        book = ProfileBook.load(settings.profiles_path)
+        report["fastpath"] = [
+            bench_fastpath_model(settings, n, probe, book, callers=callers, images=images)
+            for n in settings.models
+        ]
+    return {
+        "device": probe.key,
+        "torch": torch.__version__,
+        "onnxruntime": _onnxruntime_version(),
+        "threads": dataclasses.asdict(thread_plan(settings, probe.kind)),
+        "host": platform.node(),
+        "callers": callers,
+        "images": images,
+        "repeats": repeats,
+        **report,
+    }
+
+
+def _run_backends(
+    settings: EngineSettings, callers: int, images: int, repeats: int, sections: tuple[str, ...]
+) -> dict[str, Any]:
     engine = Engine.from_settings(settings)
     eager_settings = settings.model_copy(update={"backend": "torch"})
     eager_models = ModelPool.load(eager_settings, engine.probe.torch_device, "torch").models
@@ -234,23 +320,13 @@ def run(settings: EngineSettings, *, callers: int, images: int, repeats: int) ->
         backends = [
             bench_backends(engine, eager, n, callers=callers, images=images, repeats=repeats)
             for n in names
+            if "backends" in sections
         ]
-        rows = [bench_model(engine, n, callers, images) for n in names]
+        rows = [bench_model(engine, n, callers, images) for n in names if "batcher" in sections]
     finally:
         eager.close()
         engine.close()
-    return {
-        "device": engine.probe.key,
-        "torch": torch.__version__,
-        "onnxruntime": _onnxruntime_version(),
-        "threads": dataclasses.asdict(thread_plan(settings, engine.probe.kind)),
-        "host": platform.node(),
-        "callers": callers,
-        "images": images,
-        "repeats": repeats,
-        "backends": backends,
-        "results": rows,
-    }
+    return {"backends": backends, "results": rows}
 
 
 def _onnxruntime_version() -> str:
@@ -270,14 +346,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=15, help="batch-1 runs per backend")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--device", help="overrides ML_DEVICE (cpu, cuda, cuda:N)")
+    parser.add_argument("--variant", choices=("small", "full"), help="overrides ML_VARIANT")
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS)
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     if args.models:
         settings = settings.model_copy(update={"models": tuple(args.models.split(","))})
+    if args.device:
+        settings = settings.model_copy(update={"device": args.device})
+    if args.variant:
+        settings = settings.model_copy(update={"variant": args.variant})
+    sections = tuple(s for s in args.sections.split(",") if s)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
     report = {
         "command": "python -m ml_service.bench " + " ".join(argv or sys.argv[1:]),
-        **run(settings, callers=args.callers, images=args.images, repeats=args.repeats),
+        **run(
+            settings,
+            callers=args.callers,
+            images=args.images,
+            repeats=args.repeats,
+            sections=sections,
+        ),
     }
     _print(report)
     if args.json:

@@ -6,10 +6,14 @@
     engine.describe()                          # models, batch profiles, memory, GPUs
     engine.close()
 
-Work flows: decode and preprocess on a CPU thread → each model input (one, or several tiles)
-to the model's ``DynamicBatcher`` (batched with other callers' inputs, no lock) → when every
-tile is back, stitch and postprocess on a CPU thread → the result future resolves. The engine
-knows nothing of Celery, HTTP or databases.
+Work flows: decode and preprocess on a CPU thread (in a worker process when
+``ML_CPU_WORKERS`` > 0, see ``ml_service.cpu_stages``) → each model input (one, or several
+tiles) to the model's ``DynamicBatcher`` (batched with other callers' inputs, no lock; with the
+request's threshold where thresholding before stitching is exact, so the device returns uint8
+masks, not probabilities) → when every tile is back, stitch and postprocess (again in a worker
+process when there is a pool) → the result future resolves. Torch models run the fast-path
+configuration recorded for the device or forced by ``ML_PRECISION``/``ML_COMPILE``
+(``ml_service.fastpath``). The engine knows nothing of Celery, HTTP or databases.
 """
 
 from __future__ import annotations
@@ -24,20 +28,28 @@ from typing import Any
 
 import numpy as np
 
+from ml_service import fastpath
 from ml_service.backend_choice import load_models
+from ml_service.backends import TorchBackend
 from ml_service.batcher import BatchOutput, DynamicBatcher
+from ml_service.cpu_stages import (
+    CpuStages,
+    Prepared,
+    decode_and_prepare,
+    default_cpu_workers,
+    pixel_exact,
+    postprocess_outputs,
+)
 from ml_service.device import MB, CachedProbe, DeviceProbe, make_probe, nvml_gpus
-from ml_service.errors import EngineClosed, EngineError, InvalidImage, InvalidParameters
+from ml_service.errors import EngineClosed, EngineError, InvalidParameters
 from ml_service.formats import label_mask_png, objects_to_coco, objects_to_geojson, objects_to_json
-from ml_service.imageio import decode_image
 from ml_service.pool import LoadedModel, ModelPool
-from ml_service.postprocess import SegmentedObject, extract_objects
-from ml_service.preprocess import prepare
+from ml_service.postprocess import SegmentedObject
 from ml_service.profile import budget_mb, calibrate
-from ml_service.profiles import ProfileBook, default_profile
+from ml_service.profiles import ModelProfile, ProfileBook, default_profile
 from ml_service.settings import EngineSettings, get_settings
 from ml_service.sizer import BatchSizer, MemoryLedger
-from ml_service.threads import apply_torch_threads, thread_plan
+from ml_service.threads import apply_torch_threads, available_cores, thread_plan
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +190,13 @@ class Engine:
         concurrency = settings.batch_concurrency or (2 if probe.kind == "cuda" else 1)
         self._slots = threading.Semaphore(concurrency)
         self._device_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="engine-device")
-        self._cpu = ThreadPoolExecutor(settings.cpu_threads, thread_name_prefix="engine-cpu")
+        workers = settings.cpu_workers
+        self.cpu_workers = default_cpu_workers(available_cores()) if workers is None else workers
+        # with a process pool each CPU thread mostly waits for a worker process: one per worker
+        self._cpu = ThreadPoolExecutor(
+            settings.cpu_threads + self.cpu_workers, thread_name_prefix="engine-cpu"
+        )
+        self._stages = CpuStages(self.cpu_workers)
         self._closed = False
         self.startup_s: dict[str, float] = {}
         book = profiles or ProfileBook()
@@ -186,6 +204,7 @@ class Engine:
         self.batchers: dict[str, DynamicBatcher] = {}
         for name, model in models.items():
             profile = book.get(probe.key, model.profile_key)
+            self._configure_fastpath(model, profile)  # before any calibration measures it
             if profile is None or profile.input_size != (model.spec.input_size,) * 2:
                 if calibrate_missing:
                     log.info("%s: no profile for %s; calibrating", model.profile_key, probe.key)
@@ -204,6 +223,28 @@ class Engine:
                 max_queue_delay_s=settings.max_queue_delay_ms / 1000,
                 on_batch=self.stats.on_batch,
             )
+        if probe.kind == "cuda":
+            fastpath.set_tf32(
+                any(
+                    isinstance(m.backend, TorchBackend) and m.backend.config.precision == "tf32"
+                    for m in models.values()
+                )
+            )
+
+    def _configure_fastpath(self, model: LoadedModel, profile: ModelProfile | None) -> None:
+        """Torch models: run the fast-path configuration recorded in ``profile`` (measured by
+        the profiler), or the one ``ML_PRECISION``/``ML_COMPILE`` force."""
+        if not isinstance(model.backend, TorchBackend):
+            return
+        if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
+            profile = None
+        config, reason = fastpath.resolve(
+            self.settings.precision, self.settings.compile, profile, model.backend.device
+        )
+        if config != model.backend.config:
+            model.backend.configure(config)
+        model.fastpath_reason = reason
+        log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
 
     @classmethod
     def from_settings(cls, settings: EngineSettings | None = None) -> Engine:
@@ -228,11 +269,26 @@ class Engine:
     # ---- public API --------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Run every batch size a model may use once (allocator, kernels, autotuning)."""
+        """Run batch sizes 1 and the ceiling once (allocator, kernels, autotuning); a compiled
+        torch model runs every size the sizer may pick (1 … ceiling), three times (CUDA graphs
+        are recorded on a later run than the first), so no request pays for compilation. The
+        runs take the path requests take (device threshold where the backend has one). Starts
+        the CPU worker processes."""
+        self._stages.start()
         for name, model in self.pool.models.items():
             size = model.spec.input_size
-            for n in sorted({1, self.sizer.ceiling(name)}):
-                model.backend.run(np.zeros((n, model.spec.in_channels, size, size), np.float32))
+            backend = model.backend
+            compiled = isinstance(backend, TorchBackend) and backend.config.compile != "off"
+            ceiling = self.sizer.ceiling(name)
+            sizes = range(1, ceiling + 1) if compiled else sorted({1, ceiling})
+            for n in sizes:
+                x = np.zeros((n, model.spec.in_channels, size, size), np.float32)
+                masks = getattr(backend, "returns_masks", False)
+                for _ in range(3 if compiled else 1):
+                    if masks:
+                        backend.run(x, np.full(n, 0.5, np.float32))
+                    else:
+                        backend.run(x)
 
     def submit(
         self,
@@ -270,6 +326,11 @@ class Engine:
                     **m.spec.describe(),
                     "backend": m.backend.name,
                     "backend_reason": m.backend_reason,
+                    "fastpath": (
+                        {**m.backend.config.to_json(), "reason": m.fastpath_reason}
+                        if isinstance(m.backend, TorchBackend)
+                        else None
+                    ),
                     "weights": m.describe_weights(),
                     "batching": {
                         **self.sizer.describe(name),
@@ -280,6 +341,7 @@ class Engine:
                 for name, m in self.pool.models.items()
             ],
             "memory": self.ledger.snapshot(),
+            "cpu_workers": self.cpu_workers,
             "gpus": nvml_gpus(),
         }
 
@@ -295,6 +357,7 @@ class Engine:
             b.close()
         self._device_pool.shutdown(wait=True)
         self._cpu.shutdown(wait=True)
+        self._stages.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -313,43 +376,44 @@ class Engine:
         t0: float,
     ) -> None:
         try:
-            if isinstance(image, bytes | bytearray | memoryview):
-                image = decode_image(bytes(image), self.settings.max_image_pixels)
-            if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
-                raise InvalidImage("image must be a 2-D (grey) or 3-D (colour) array")
-            height, width = image.shape[:2]
-            if height * width > self.settings.max_image_pixels:
-                raise InvalidImage(f"image has {height * width} pixels, over MAX_IMAGE_PIXELS")
-            inputs, restore = prepare(image, model.spec.input_size, self.settings.tile_overlap)
+            size, overlap = model.spec.input_size, self.settings.tile_overlap
+            prepared = self._stages.call(
+                decode_and_prepare, image, self.settings.max_image_pixels, size, overlap
+            )
             t_pre = time.monotonic()
             batcher = self.batchers[model.spec.name]
-            futures = [batcher.submit(np.ascontiguousarray(t[None])) for t in inputs]
+            threshold = params.threshold if pixel_exact(prepared.restore) else None
+            futures = [
+                batcher.submit(np.ascontiguousarray(t[None]), threshold) for t in prepared.inputs
+            ]
         except Exception as exc:
             self._fail(result, exc)
             return
 
         def done(outputs: list[BatchOutput]) -> None:
-            self._cpu.submit(
-                self._finish, outputs, restore, model, params, (width, height), result, t0, t_pre
-            )
+            self._cpu.submit(self._finish, outputs, prepared, model, params, result, t0, t_pre)
 
         _Gather(futures, done, lambda exc: self._fail(result, exc))
 
     def _finish(
         self,
         outputs: list[BatchOutput],
-        restore: Any,
+        prepared: Prepared,
         model: LoadedModel,
         params: SegmentationParams,
-        size: tuple[int, int],
         result: Future[SegmentationResult],
         t0: float,
         t_pre: float,
     ) -> None:
         try:
             t_post = time.monotonic()
-            prob = restore.restore(np.stack([o.prob for o in outputs]))
-            labels, objects = extract_objects(prob, params.threshold, params.min_area)
+            labels, objects, _ = self._stages.call(
+                postprocess_outputs,
+                [o.prob for o in outputs],
+                prepared.restore,
+                params.threshold,
+                params.min_area,
+            )
             end = time.monotonic()
             timings = {
                 "preprocess": 1000 * (t_pre - t0),
@@ -362,8 +426,8 @@ class Engine:
                 SegmentationResult(
                     model=model.spec.name,
                     variant=model.spec.variant,
-                    width=size[0],
-                    height=size[1],
+                    width=prepared.width,
+                    height=prepared.height,
                     params=params,
                     labels=labels,
                     objects=objects,

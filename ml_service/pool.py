@@ -35,6 +35,7 @@ class LoadedModel:
     backend: InferenceBackend
     weights: dict[str, Any] = field(default_factory=dict)  # sidecar; {"random": True} if none
     backend_reason: str = ""  # why this backend (ML_BACKEND, a profile, a measurement)
+    fastpath_reason: str = ""  # torch: why its fast-path configuration (ml_service.fastpath)
 
     @property
     def profile_key(self) -> str:

@@ -2,6 +2,7 @@
 
     python -m ml_service.profile [--models unet,hrnet] [--backends torch,onnxruntime]
                                  [--max-batch 16] [--repeats 5]
+                                 [--compile auto|on|off] [--fast-batch N] [--no-fastpath]
 
 For each model, backend (every one that runs on this device by default; the profile key says
 which: ``unet/small:torch``, ``unet/small:onnxruntime``) and batch size (1, 2, 4, ...) it
@@ -10,11 +11,22 @@ runs after a warm-up run), fits ``peak = intercept + slope × n``, picks the bes
 batch size that fits the device's budget, and writes the device's entry, keeping other devices'
 entries. The engine calls ``calibrate`` at warm-up for a device that has no entry, and
 ``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
+
+Torch fast path (``ml_service.fastpath``, ``ml_service.fastpath_choice``): before the batch-size
+sweep, every precision valid on the device (fp32, bf16 on the CPU; fp32, tf32, bf16, fp16 on
+GPUs that have them) with and without channels_last, and with ``--compile`` (on by default on
+CUDA: ``default`` and ``reduce-overhead`` = CUDA graphs; off by default on the CPU, where one
+batch size takes tens of seconds to compile) the compiled variants, run ``--fast-batch`` probe
+images (default 1 on the CPU, 8 on a GPU); the fastest whose masks agree with fp32 is chosen,
+the torch sweep runs with it (so the memory line is the chosen configuration's), and the profile
+records the choice and every candidate.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -24,12 +36,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.backends import BACKENDS, onnxruntime_unavailable
+from ml_service.backends import BACKENDS, InferenceBackend, TorchBackend, onnxruntime_unavailable
 from ml_service.device import MB, DeviceProbe, make_probe
+from ml_service.fastpath import FP32, FastPathConfig, candidates
+from ml_service.fastpath_choice import choose_fastpath
 from ml_service.measure import measure_peak, median_latencies_s
 from ml_service.pool import LoadedModel, build_module, make_backend
 from ml_service.profiles import (
     BatchPoint,
+    FastPathRecord,
     ModelProfile,
     ProfileBook,
     best_batch_size,
@@ -91,7 +106,12 @@ def measure_backends(
 
 
 def profile_from_points(
-    model: LoadedModel, points: list[BatchPoint], budget_mb: float, method: str, source: str
+    model: LoadedModel,
+    points: list[BatchPoint],
+    budget_mb: float,
+    method: str,
+    source: str,
+    fastpath: FastPathRecord | None = None,
 ) -> ModelProfile:
     intercept, slope = fit_line(points)
     max_batch = max(1, int((budget_mb - intercept) // slope)) if slope > 0 else 1
@@ -102,12 +122,17 @@ def profile_from_points(
         best_batch_size=min(best_batch_size(points, budget_mb), max_batch),
         max_batch_size=min(max_batch, measured_max),
         backend=model.backend.name,
-        dtype="float32",
+        dtype=(
+            model.backend.config.dtype_name
+            if isinstance(model.backend, TorchBackend)
+            else "float32"
+        ),
         input_size=(model.spec.input_size, model.spec.input_size),
         points=tuple(points),
         memory_method=method,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source=source,
+        fastpath=fastpath,
     )
 
 
@@ -137,6 +162,35 @@ def calibrate(model: LoadedModel, probe: DeviceProbe, budget: float) -> ModelPro
     return calibrate_backends({"model": model}, probe, {"model": budget})["model"]
 
 
+@dataclasses.dataclass(frozen=True)
+class FastPathOptions:
+    """What the profiler tries for the torch fast path (see the module docstring)."""
+
+    compile_modes: tuple[str, ...]
+    batch_size: int
+    repeats: int
+    notes: tuple[str, ...] = ()
+
+
+def fastpath_options(
+    probe: DeviceProbe, compile_arg: str, fast_batch: int | None, max_batch: int, repeats: int
+) -> FastPathOptions:
+    cuda = probe.kind == "cuda"
+    notes = []
+    if compile_arg == "on" or (compile_arg == "auto" and cuda):
+        modes: tuple[str, ...] = ("off", "default")
+        if cuda:
+            modes += ("reduce-overhead",)
+    else:
+        modes = ("off",)
+        why = "--compile off" if compile_arg == "off" else "slow to compile on the CPU"
+        notes.append(f"torch.compile not measured ({why}; --compile on to include it)")
+    if not cuda:
+        notes.append("CPU: tf32, fp16 and CUDA graphs are CUDA only")
+    batch = fast_batch or min(max_batch, 8 if cuda else 1)
+    return FastPathOptions(modes, batch, repeats, tuple(notes))
+
+
 def profile_backends(
     spec: ModelSpec,
     settings: EngineSettings,
@@ -145,17 +199,44 @@ def profile_backends(
     *,
     batch_sizes: list[int],
     repeats: int,
+    fast: FastPathOptions | None = None,
 ) -> dict[str, ModelProfile]:
-    """Measure ``spec`` behind each backend from the same weights, interleaved."""
+    """Measure ``spec`` behind each backend from the same weights, interleaved; torch with the
+    fast-path configuration chosen by measurement first when ``fast`` is given."""
     module, weights = build_module(spec, settings)
+    device = probe.torch_device
+    config: FastPathConfig = FP32
+    record = None
+    if "torch" in backends and fast is not None:
+        configs = candidates(device, compile_modes=fast.compile_modes)
+        config, record = choose_fastpath(
+            module,
+            spec,
+            device,
+            configs,
+            batch_size=fast.batch_size,
+            repeats=fast.repeats,
+            notes=fast.notes,
+        )
     models = {}
     for kind in backends:
-        backend = make_backend(kind, spec, module, weights, settings, probe.torch_device)
+        backend: InferenceBackend
+        if kind == "torch" and config != FP32:  # channels_last converts in place: a copy
+            backend = TorchBackend(copy.deepcopy(module), device, config)
+        else:
+            backend = make_backend(kind, spec, module, weights, settings, device)
         models[kind] = LoadedModel(spec, backend, weights)
     budgets = {k: budget_mb(probe, settings, m.backend.resident_bytes) for k, m in models.items()}
     measured = measure_backends(models, batch_sizes, repeats=repeats, budget_mb=budgets)
     return {
-        kind: profile_from_points(models[kind], points, budgets[kind], method, source="measured")
+        kind: profile_from_points(
+            models[kind],
+            points,
+            budgets[kind],
+            method,
+            source="measured",
+            fastpath=record if kind == "torch" else None,
+        )
         for kind, (points, method) in measured.items()
     }
 
@@ -171,6 +252,34 @@ def _backends_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
     return wanted
 
 
+def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings) -> None:
+    table = Table(title=f"{device_key}: torch fast-path candidates (probe batch)")
+    for col in ("model", "candidate", "batch", "ms/batch", "img/s", "peak MB", "mask IoU", "note"):
+        table.add_column(col, justify="right")
+    for name in settings.models:
+        profile = book.get(device_key, f"{get_spec(name, settings.variant).key}:torch")
+        if profile is None or profile.fastpath is None:
+            continue
+        chosen = FastPathConfig.from_json(profile.fastpath.chosen)
+        for c in profile.fastpath.candidates:
+            config = FastPathConfig(c.precision, c.channels_last, c.compile)
+            table.add_row(
+                profile_key_name(name, settings),
+                config.label + (" *" if config == chosen else ""),
+                str(c.batch_size),
+                f"{c.latency_ms:.1f}",
+                f"{c.images_per_s:.1f}",
+                f"{c.peak_mb:.1f}",
+                f"{c.mask_iou:.4f}",
+                c.rejected or (f"compile {c.compile_s:.0f} s" if c.compile_s else ""),
+            )
+    Console(width=140).print(table)
+
+
+def profile_key_name(name: str, settings: EngineSettings) -> str:
+    return get_spec(name, settings.variant).key
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Profile models; write batch_sizes.json")
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
@@ -181,6 +290,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="measure torch.compile candidates (auto: on CUDA only)",
+    )
+    parser.add_argument("--fast-batch", type=int, help="probe batch of the fast-path candidates")
+    parser.add_argument("--no-fastpath", action="store_true", help="torch in fp32 only")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -193,26 +310,31 @@ def main(argv: list[str] | None = None) -> None:
     backends = _backends_here(args.backends.split(","), probe)
     sizes = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.max_batch]
     book = ProfileBook.load(settings.profiles_path)
+    fast = None
+    if not args.no_fastpath:
+        fast = fastpath_options(probe, args.compile, args.fast_batch, args.max_batch, args.repeats)
     table = Table(title=f"{probe.key}: threads torch {threads.torch}, onnxruntime {threads.onnx}")
     for col in ("model", "batch", "peak MB", "ms/batch", "img/s"):
         table.add_column(col, justify="right")
     for name in settings.models:
         spec = get_spec(name, settings.variant)
         profiles = profile_backends(
-            spec, settings, probe, backends, batch_sizes=sizes, repeats=args.repeats
+            spec, settings, probe, backends, batch_sizes=sizes, repeats=args.repeats, fast=fast
         )
         for kind, profile in sorted(profiles.items()):
             book.put(probe.key, f"{spec.key}:{kind}", profile)
             for p in profile.points:
                 star = " *" if p.batch_size == profile.best_batch_size else ""
+                layout = profile.fastpath and profile.fastpath.chosen["channels_last"]
                 table.add_row(
-                    f"{spec.key}:{kind}",
+                    f"{spec.key}:{kind} {profile.dtype}" + ("+cl" if layout else ""),
                     f"{p.batch_size}{star}",
                     f"{p.peak_mb:.1f}",
                     f"{p.latency_ms:.1f}",
                     f"{p.images_per_s:.2f}",
                 )
-    Console().print(table)
+    Console(width=140).print(table)
+    _print_fastpath(book, probe.key, settings)
     if not args.dry_run:
         book.save(settings.profiles_path)
         log.info("wrote %s (device %s)", settings.profiles_path, probe.key)

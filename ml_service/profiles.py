@@ -8,10 +8,22 @@ Layout (schema version 1)::
          "points": [{"batch_size": 1, "peak_mb": 120.5, "latency_ms": 55.1}, ...],
          "intercept_mb": 80.1, "slope_mb": 40.4,
          "best_batch_size": 4, "max_batch_size": 16,
-         "memory_method": "cpu-vmhwm", "measured_at": "2026-11-23T20:00:00+00:00"}}}}
+         "memory_method": "cpu-vmhwm", "measured_at": "2026-11-23T20:00:00+00:00",
+         "fastpath": {"chosen": {"precision": "bf16", "channels_last": true, "compile": "off"},
+                      "candidates": [{"precision": "fp32", "channels_last": false,
+                                      "compile": "off", "batch_size": 1, "latency_ms": 30.2,
+                                      "peak_mb": 52.0, "mask_iou": 1.0, "compile_s": 0.0,
+                                      "rejected": ""}, ...],
+                      "notes": ["compile not measured on cpu (--compile to include it)"]}}}}}
 
 The fitted line predicts a batch's peak memory above resident weights:
 ``peak_mb(n) = intercept_mb + slope_mb × n``.
+
+``fastpath`` (optional; torch profiles written by the profiler since #11) records the fast-path
+configuration the profiler chose (``ml_service.fastpath``) and every candidate it measured; the
+points and the line are those of the chosen configuration, and ``dtype`` names its precision.
+Files without it load as before (the engine then runs fp32), and engines that predate it ignore
+it, so the schema version stays 1.
 """
 
 from __future__ import annotations
@@ -44,6 +56,53 @@ class BatchPoint:
 
 
 @dataclass(frozen=True)
+class FastPathCandidate:
+    """One fast-path configuration as the profiler measured it at ``batch_size``."""
+
+    precision: str
+    channels_last: bool
+    compile: str
+    batch_size: int
+    latency_ms: float
+    peak_mb: float
+    mask_iou: float  # lowest per-image IoU of its masks against fp32's (equivalence images)
+    compile_s: float = 0.0  # first run (compilation) time, seconds
+    rejected: str = ""  # why it may not be chosen ("" when it may)
+
+    @property
+    def images_per_s(self) -> float:
+        return 1000.0 * self.batch_size / self.latency_ms if self.latency_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class FastPathRecord:
+    """The profiler's fast-path choice for one model on one device (``chosen``: precision,
+    channels_last, compile), the candidates measured, and notes (what was not measured)."""
+
+    chosen: dict[str, Any]
+    candidates: tuple[FastPathCandidate, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __hash__(self) -> int:
+        return hash((tuple(sorted(self.chosen.items())), self.candidates, self.notes))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chosen": dict(self.chosen),
+            "candidates": [asdict(c) for c in self.candidates],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FastPathRecord:
+        return cls(
+            chosen=dict(data["chosen"]),
+            candidates=tuple(FastPathCandidate(**c) for c in data.get("candidates", [])),
+            notes=tuple(str(n) for n in data.get("notes", [])),
+        )
+
+
+@dataclass(frozen=True)
 class ModelProfile:
     """Measured cost of one model on one device and backend."""
 
@@ -58,6 +117,7 @@ class ModelProfile:
     memory_method: str = ""
     measured_at: str = ""
     source: str = "measured"  # measured | calibrated | default
+    fastpath: FastPathRecord | None = None  # torch only: the fast-path choice (ml_service.fastpath)
 
     def peak_mb(self, batch_size: int) -> float:
         return self.intercept_mb + self.slope_mb * batch_size
@@ -66,6 +126,10 @@ class ModelProfile:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["points"] = [asdict(p) for p in self.points]
+        if self.fastpath is None:
+            del data["fastpath"]
+        else:
+            data["fastpath"] = self.fastpath.to_json()
         return data
 
     @classmethod
@@ -82,6 +146,7 @@ class ModelProfile:
             memory_method=str(data.get("memory_method", "")),
             measured_at=str(data.get("measured_at", "")),
             source=str(data.get("source", "measured")),
+            fastpath=FastPathRecord.from_json(data["fastpath"]) if data.get("fastpath") else None,
         )
 
 

@@ -19,6 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
 DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
 BackendSetting = Literal["auto", "torch", "onnxruntime"]
+PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+CompileSetting = Literal["auto", "off", "on"]
 
 
 class EngineSettings(BaseSettings):
@@ -45,6 +47,19 @@ class EngineSettings(BaseSettings):
         None, ge=1, le=64, description="batches in flight per device (default: 2 GPU, 1 CPU)"
     )
     cpu_threads: int = Field(2, ge=1, le=256, description="pre/postprocessing threads")
+    cpu_workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="processes decoding and postprocessing (0: in the CPU threads; "
+        "default: 0 on ≤ 2 cores, else min(cores − 1, 8))",
+    )
+    precision: PrecisionSetting = Field(
+        "auto", description="torch backend: auto (the profile's choice, else fp32) or forced"
+    )
+    compile: CompileSetting = Field(
+        "auto", description="torch backend: torch.compile as recorded (auto), off or on"
+    )
     backend: BackendSetting = Field(
         "auto",
         description="inference backend; auto: per model the faster one recorded for this device",

@@ -4,6 +4,7 @@ process on loopback, against the PostgreSQL and Redis running on this machine.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -21,7 +22,7 @@ import pytest
 
 from tests.services import ensure_postgres, ensure_redis
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -42,6 +43,7 @@ class Service:
     tmp: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     worker_metrics_port: int = field(default_factory=lambda: free_port())
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> None:
         log = (self.tmp / f"{name}.log").open("ab")
@@ -65,13 +67,17 @@ class Service:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def start_worker(self, name: str = "worker") -> None:
+    def start_worker(self, name: str = "worker", extra: dict[str, str] | None = None) -> None:
+        """Start a worker process; the first one's metrics port is ``worker_metrics_port``."""
+        port = self.worker_metrics_port if name == "worker" else free_port()
+        self.metrics_ports[name] = port
         self.start(
             name,
             ["-m", "workers"],
             {
                 "WORKER_NAME": f"{self.queue}-{name}-{secrets.token_hex(3)}",
-                "WORKER_METRICS_PORT": str(self.worker_metrics_port),
+                "WORKER_METRICS_PORT": str(port),
+                **(extra or {}),
             },
         )
 
@@ -136,14 +142,23 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@contextlib.contextmanager
+def running_service(
+    tmp: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    workers: int = 1,
+    wait: bool = True,
+) -> Iterator[Service]:
+    """A fresh database, one gateway and ``workers`` worker processes (stopped on exit).
+
+    ``extra_env`` overrides the defaults below (e.g. ``STORAGE_URL`` or ``DISPATCH_QUEUES``).
+    """
     ensure_postgres()
     ensure_redis()
     tag = secrets.token_hex(4)
     dbname = f"cellseg_e2e_{tag}"
     asyncio.run(_admin(f"CREATE DATABASE {dbname}"))
-    tmp = tmp_path_factory.mktemp("service")
     port = free_port()
     queue = f"e2e{tag}"
     env = {
@@ -167,14 +182,23 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "ML_MAX_QUEUE_DELAY_MS": "20",
         "ML_TORCH_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     svc = Service(env, f"http://127.0.0.1:{port}", queue, tmp)
-    svc.start("gateway", ["-m", "backend", "serve"])
-    svc.start_worker()
     try:
-        svc.wait_ready()
+        svc.start("gateway", ["-m", "backend", "serve"])
+        for i in range(workers):
+            svc.start_worker("worker" if i == 0 else f"worker{i + 1}")
+        if wait:
+            svc.wait_ready()
         yield svc
     finally:
         for name in list(svc.procs):
             svc.stop(name)
         asyncio.run(_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("service")) as svc:
+        yield svc

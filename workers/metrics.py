@@ -1,4 +1,7 @@
-"""Prometheus metrics of one worker process, served on ``WORKER_METRICS_PORT``.
+"""Prometheus metrics and health of one worker process, served on ``WORKER_METRICS_PORT``.
+
+Paths (:data:`HEALTH_PATHS`): ``/metrics``; ``/healthz`` (the process answers); ``/readyz``
+(200 while the engine is loaded and the worker takes work; 503 once it drains after SIGTERM).
 
 Observed, not estimated: images by model and outcome, batch sizes and inference time per batch
 (from the engine's batch listener), queue wait per image (from each result's timings), and,
@@ -8,14 +11,22 @@ images per model, device memory in use, the ledger's budget and what batches hav
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
 from ml_service.device import MB
 from ml_service.engine import Engine
+
+HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
+"""What the worker's HTTP port answers (probes of deploy/k8s use them)."""
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -111,5 +122,40 @@ class WorkerMetrics:
         if queue_ms is not None:
             self.queue_wait.labels(model).observe(queue_ms / 1000)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, ready: Callable[[], str | None], host: str = "0.0.0.0") -> None:
+        """Serve :data:`HEALTH_PATHS` on ``port`` from a daemon thread.
+
+        ``ready()`` returns None when the worker is ready, else why it is not.
+        """
+        app = health_app(make_wsgi_app(self.registry), ready)
+        self.server = make_server(host, port, app, ThreadingWSGIServer, _SilentHandler)
+        threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True).start()
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def health_app(metrics: WsgiApp, ready: Callable[[], str | None]) -> WsgiApp:
+    """A WSGI app answering ``/healthz`` and ``/readyz`` itself and the rest from ``metrics``."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _json(start_response, "200 OK", {"status": "ok"})
+        if path == "/readyz":
+            reason = ready()
+            if reason is None:
+                return _json(start_response, "200 OK", {"status": "ready"})
+            body = {"error": {"code": "not_ready", "message": reason}}
+            return _json(start_response, "503 Service Unavailable", body)
+        return metrics(environ, start_response)
+
+    return app
+
+
+def _json(start_response: Callable[..., Any], status: str, body: dict[str, Any]) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
+    return [data]

@@ -1,5 +1,12 @@
 """What a worker process holds: the engine, a DB pool on its own event loop, the event
-publisher and the heartbeat that advertises the worker (and its batch profile) in Redis."""
+publisher and the heartbeat that advertises the worker (and its batch profile) in Redis.
+
+Heartbeat (``cellseg:worker:<name>``, TTL three intervals), read by the gateway
+(:mod:`backend.heartbeats`): device, models with their batch ceilings, free memory, tasks in
+flight and ``draining``. The dispatcher sends work only to queues with a live worker that is not
+draining; SIGTERM (Celery's warm shutdown) sets ``draining`` at once, the worker finishes and acks
+what it holds, then the key is deleted.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,6 +29,7 @@ from ml_service.engine import Engine
 from ml_service.settings import get_settings as get_engine_settings
 from workers.metrics import WorkerMetrics
 from workers.settings import WorkerSettings, get_worker_settings
+from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,8 +56,13 @@ class WorkerRuntime:
         self.engine.stats.listeners.append(self._count_batch)
         self.metrics = WorkerMetrics(self.engine)
         if worker.worker_metrics_port:
-            self.metrics.serve(worker.worker_metrics_port)
+            self.metrics.serve(worker.worker_metrics_port, self.not_ready_reason)
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.draining = False
+        self.watchdog: ConsumerWatchdog | None = None
+        self._active = 0
+        self._active_lock = threading.Lock()
         self._beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         self._beat.start()
 
@@ -68,13 +82,57 @@ class WorkerRuntime:
         except redis.RedisError:
             log.debug("metrics not recorded: Redis unavailable")
 
+    @contextmanager
+    def task(self) -> Iterator[None]:
+        """Counts a task in flight (for the heartbeat) while the block runs."""
+        with self._active_lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    @property
+    def in_flight(self) -> int:
+        return self._active
+
+    def watch_consumer(self, consumer: Any) -> None:
+        if self.watchdog is None and consumer is not None:
+            self.watchdog = ConsumerWatchdog(
+                consumer,
+                self.redis,
+                self.worker.worker_queue,
+                lambda: self.in_flight,
+                lambda: self.draining,
+            )
+            self.watchdog.start()
+
+    def drain(self) -> None:
+        """Stop advertising for work (SIGTERM): the next heartbeat, sent now, says draining."""
+        self.draining = True
+        self._wake.set()
+
+    def not_ready_reason(self) -> str | None:
+        if self.draining:
+            return "draining: finishing the tasks in flight before exit"
+        if self._stop.is_set():
+            return "stopped"
+        return None
+
     def heartbeat_payload(self) -> dict[str, Any]:
         info = self.engine.describe()
+        reading = self.engine.probe.read()
         return {
             "name": self.worker.worker_name,
             "queue": self.worker.worker_queue,
             "device": info["device"],
             "updated_at": time.time(),
+            "draining": self.draining,
+            "in_flight": self.in_flight,
+            "capacity": self.worker.ml_inference_workers,
+            "free_memory_bytes": reading.free,
+            "batch_ceilings": {m["name"]: m["batching"].get("ceiling") for m in info["models"]},
             "models": info["models"],
             "memory": info["memory"],
             "gpus": info["gpus"],
@@ -89,10 +147,14 @@ class WorkerRuntime:
                 self.redis.set(key, json.dumps(self.heartbeat_payload()), ex=ttl)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
-            self._stop.wait(self.worker.worker_heartbeat_s)
+            self._wake.wait(self.worker.worker_heartbeat_s)
+            self._wake.clear()
 
     def close(self) -> None:
         self._stop.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self._wake.set()
         try:
             self.redis.delete(HEARTBEAT_KEY.format(name=self.worker.worker_name))
         except redis.RedisError:
@@ -114,6 +176,10 @@ def start_runtime() -> WorkerRuntime:
 
 def get_runtime() -> WorkerRuntime:
     return _runtime or start_runtime()
+
+
+def get_runtime_if_started() -> WorkerRuntime | None:
+    return _runtime
 
 
 def stop_runtime() -> None:

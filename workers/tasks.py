@@ -7,21 +7,38 @@ late acks and redelivery after a lost worker safe.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
 import redis
 from celery import Task
-from celery.signals import worker_init, worker_shutdown
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from backend.db import work
+from backend.db import repo, work
+from backend.settings import get_settings
+from backend.storage import (
+    BlobNotFound,
+    BlobStore,
+    StorageUnavailable,
+    mask_key,
+    open_store,
+    upload_key,
+)
 from ml_service.engine import SegmentationParams
 from ml_service.errors import EngineError
 from workers.celery_app import TASK_SEGMENT, app
 from workers.progress import publish_image, publish_job
-from workers.runtime import get_runtime, start_runtime, stop_runtime
+from workers.runtime import (
+    WorkerRuntime,
+    get_runtime,
+    get_runtime_if_started,
+    start_runtime,
+    stop_runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +49,50 @@ TRANSIENT = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     redis.ConnectionError,
+    StorageUnavailable,
 )
+
+
+@lru_cache(maxsize=1)
+def blob_store() -> BlobStore:
+    """The process's blob store (``STORAGE_URL``): uploads are read and masks written there."""
+    settings = get_settings()
+    return open_store(settings.storage_location, region=settings.aws_region)
+
+
+async def save_result(
+    pool: asyncpg.Pool, store: BlobStore, image_id: str, mask_png: bytes, **fields: Any
+) -> None:
+    """Put the mask (content addressed: skipped when present) and upsert the result row in one
+    transaction holding the mask's blob lock, so retention never deletes it in between."""
+    key = mask_key(hashlib.sha256(mask_png).hexdigest())
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.lock_blobs(conn, [key])
+        if not await asyncio.to_thread(store.exists, key):
+            await asyncio.to_thread(store.put_bytes, key, mask_png)
+        await work.store_result(conn, image_id, mask_key=key, **fields)
 
 
 @worker_init.connect
 def _load_engine(**_: Any) -> None:
     """Load, verify and warm up the models before the worker consumes anything."""
     start_runtime()
+
+
+@worker_ready.connect
+def _watch_consumer(sender: Any = None, **_: Any) -> None:
+    """Guard the consumer against stalling silently after a broker restart (see
+    :mod:`workers.watchdog`)."""
+    get_runtime().watch_consumer(sender)
+
+
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    """SIGTERM/SIGINT: advertise draining at once; Celery stops consuming and finishes (and
+    acks) the tasks in flight before ``worker_shutdown``."""
+    rt = get_runtime_if_started()
+    if rt is not None:
+        rt.drain()
 
 
 @worker_shutdown.connect
@@ -58,20 +112,25 @@ def _close_engine(**_: Any) -> None:
 )
 def segment_image(self: Task, image_id: str) -> str:
     rt = get_runtime()
+    with rt.task():
+        return _segment(rt, image_id)
+
+
+def _segment(rt: WorkerRuntime, image_id: str) -> str:
     row = rt.run(work.claim_image(rt.pool, image_id))
     if row is None:
         return "skipped"  # done, failed or cancelled already: redelivery or stale message
     publish_image(rt, row, "processing")
-    path = Path(rt.settings.upload_dir) / row["sha256"]
+    store = blob_store()
     try:
-        data = path.read_bytes()
+        data = store.get(upload_key(row["sha256"]))
         params = SegmentationParams(float(row["threshold"]), int(row["min_area"]))
         result = rt.engine.submit(data, row["model"], params).result(
             timeout=rt.settings.task_time_limit_s
         )
-    except (EngineError, FileNotFoundError) as exc:
+    except (EngineError, BlobNotFound) as exc:
         code = exc.code if isinstance(exc, EngineError) else "upload_missing"
-        message = exc.message if isinstance(exc, EngineError) else f"upload {path.name} missing"
+        message = exc.message if isinstance(exc, EngineError) else f"upload {exc.key} missing"
         rt.run(work.fail_image(rt.pool, image_id, code, message))
         rt.count_image("failed")
         rt.metrics.observe_image(row["model"], "failed")
@@ -80,14 +139,15 @@ def segment_image(self: Task, image_id: str) -> str:
         return "failed"
     body = {**result.to_json(), "width": result.width, "height": result.height}
     rt.run(
-        work.store_result(
+        save_result(
             rt.pool,
+            store,
             image_id,
+            result.mask_png(),
             objects=len(result.objects),
             result=body,
             geojson=result.to_geojson(),
             coco=result.to_coco(image_id=int(row["seq"]) + 1, file_name=row["filename"]),
-            mask_png=result.mask_png(),
             inference_ms=result.timings_ms["inference"],
             batch_size=max(result.batch_sizes),
             worker=rt.worker.worker_name,

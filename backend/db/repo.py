@@ -37,7 +37,7 @@ _PART_DECODED: dict[str, str] = {
     "coco": "r.coco",
 }
 
-UPLOAD_LOCK_CLASS = 0x43534755  # "CSGU": pg_advisory_xact_lock(int, int) class of upload blobs
+UPLOAD_LOCK_CLASS = 0x43534755  # "CSGU": pg_advisory_xact_lock(int, int) class of blobs
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,42 @@ async def user_by_key_hash(ex: Executor, api_key_hash: str) -> asyncpg.Record | 
 # --- uploads (content-addressed blobs) ---------------------------------------------------------
 
 
-async def lock_uploads(conn: asyncpg.Connection, sha256s: Sequence[str]) -> None:
-    """Take transaction-scoped advisory locks on these blobs (sorted, so no deadlock).
+async def lock_blobs(conn: asyncpg.Connection, keys: Sequence[str]) -> None:
+    """Take transaction-scoped advisory locks on these blob keys (sorted, so no deadlock).
 
-    Held by whoever places a blob into ``UPLOAD_DIR`` together with the rows that reference it,
-    and by whoever deletes an unreferenced blob, so a blob is never deleted under a commit.
-    Must run inside a transaction.
+    Held by whoever puts a blob into the store together with the rows that reference it
+    (upload commit, a worker storing a mask), and by whoever deletes an unreferenced blob
+    (a failed upload's discard, retention), so a blob is never deleted under a commit and a
+    writer that finds it present can rely on it. Must run inside a transaction.
     """
-    for sha in sorted(set(sha256s)):
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", UPLOAD_LOCK_CLASS, sha)
+    for key in sorted(set(keys)):
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", UPLOAD_LOCK_CLASS, key)
+
+
+async def lock_uploads(conn: asyncpg.Connection, sha256s: Sequence[str]) -> None:
+    """:func:`lock_blobs` of uploads (an upload's key is its sha256)."""
+    await lock_blobs(conn, sha256s)
 
 
 async def upload_referenced(ex: Executor, sha256: str) -> bool:
     """Whether any committed ``images`` row references the blob ``sha256``."""
     return bool(await ex.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = $1)", sha256))
+
+
+async def referenced_uploads(ex: Executor, sha256s: Sequence[str]) -> set[str]:
+    """Which of these uploads some ``images`` row still references."""
+    rows = await ex.fetch(
+        "SELECT DISTINCT sha256 FROM images WHERE sha256 = ANY($1::text[])", list(sha256s)
+    )
+    return {r["sha256"] for r in rows}
+
+
+async def referenced_masks(ex: Executor, keys: Sequence[str]) -> set[str]:
+    """Which of these mask keys some ``results`` row still references."""
+    rows = await ex.fetch(
+        "SELECT DISTINCT mask_key FROM results WHERE mask_key = ANY($1::text[])", list(keys)
+    )
+    return {r["mask_key"] for r in rows}
 
 
 # --- jobs --------------------------------------------------------------------------------------
@@ -251,13 +273,15 @@ async def get_image_result(
     """An image of the user's job with one stored result part.
 
     Returns:
-        ``(id, seq, filename, status, error_code, error, payload)`` where ``payload`` is the
-        part's JSON text (``bytes`` for ``mask_png``) or None when no result is stored; None
-        when the image does not exist in that job of that user.
+        ``(id, seq, filename, status, error_code, error, payload, mask_key, has_result)``
+        where ``payload`` is the part's JSON text (``bytes`` for ``mask_png``, None when the
+        mask is in the blob store under ``mask_key``) or None when no result is stored;
+        None when the image does not exist in that job of that user.
     """
     column = _PART_AS_TEXT[part]
     return await ex.fetchrow(
-        f"SELECT i.id, i.seq, i.filename, i.status, i.error_code, i.error, {column} AS payload "
+        f"SELECT i.id, i.seq, i.filename, i.status, i.error_code, i.error, {column} AS payload, "
+        "r.mask_key, r.image_id IS NOT NULL AS has_result "
         "FROM images i LEFT JOIN results r ON r.image_id = i.id "
         "WHERE i.id = $1 AND i.job_id = $2 AND i.user_id = $3",
         image_id,

@@ -96,6 +96,20 @@ async def requeue_stale(
     return int(result.split()[-1])
 
 
+async def requeue_orphaned(conn: asyncpg.Connection | asyncpg.Pool, queues: list[str]) -> int:
+    """Images released to queues that no live worker consumes any more (the dispatcher saw no
+    heartbeat there for a grace period) go back to queued, to be dispatched elsewhere. A late
+    duplicate is harmless (see :func:`requeue_stale`)."""
+    result = await conn.execute(
+        """
+        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL
+        WHERE status IN ('dispatched', 'processing') AND queue = ANY($1::text[])
+        """,
+        queues,
+    )
+    return int(result.split()[-1])
+
+
 # --- workers -----------------------------------------------------------------------------------
 
 
@@ -117,30 +131,33 @@ async def claim_image(pool: asyncpg.Pool, image_id: str) -> asyncpg.Record | Non
 
 
 async def store_result(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     image_id: str,
     *,
     objects: int,
     result: dict[str, Any],
     geojson: dict[str, Any],
     coco: dict[str, Any],
-    mask_png: bytes,
+    mask_key: str,
     inference_ms: float,
     batch_size: int,
     worker: str,
 ) -> None:
     """Upsert the result (keyed by image id: a redelivered image is stored once) and mark the
-    image done, atomically. JSON parts are Python objects (the pool's jsonb codec encodes)."""
-    async with pool.acquire() as conn, conn.transaction():
+    image done, atomically (a savepoint inside the caller's transaction, which holds the
+    mask's blob lock and has put the mask object ``mask_key``). JSON parts are Python objects
+    (the pool's jsonb codec encodes)."""
+    async with conn.transaction():
         await conn.execute(
             """
-            INSERT INTO results (image_id, objects, result, geojson, coco, mask_png,
+            INSERT INTO results (image_id, objects, result, geojson, coco, mask_key,
                                  inference_ms, batch_size, worker)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             ON CONFLICT (image_id) DO UPDATE SET
                 objects = EXCLUDED.objects, result = EXCLUDED.result,
                 geojson = EXCLUDED.geojson, coco = EXCLUDED.coco,
-                mask_png = EXCLUDED.mask_png, inference_ms = EXCLUDED.inference_ms,
+                mask_key = EXCLUDED.mask_key, mask_png = NULL,
+                inference_ms = EXCLUDED.inference_ms,
                 batch_size = EXCLUDED.batch_size, worker = EXCLUDED.worker,
                 created_at = now()
             """,
@@ -149,7 +166,7 @@ async def store_result(
             result,
             geojson,
             coco,
-            mask_png,
+            mask_key,
             inference_ms,
             batch_size,
             worker,
@@ -201,3 +218,78 @@ async def queue_position_and_rate(pool: asyncpg.Pool, job_id: str) -> tuple[int 
         first,
     )
     return int(ahead), recent / 60.0
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+async def take_expired_jobs(
+    conn: asyncpg.Connection, older_than_s: float, limit: int
+) -> tuple[list[str], int, int]:
+    """Inside the caller's transaction: delete up to ``limit`` finished jobs (every image done,
+    failed or cancelled) that finished more than ``older_than_s`` seconds ago (database clock),
+    with their images and results, and queue their upload and mask keys in
+    ``blob_deletions``. Returns the job ids deleted and how many images and results went."""
+    rows = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.created_at < now() - make_interval(secs => $1)
+          AND NOT EXISTS (SELECT 1 FROM images i WHERE i.job_id = j.id
+                          AND i.status IN ('queued', 'dispatched', 'processing'))
+          AND COALESCE(j.finished_at,
+                       (SELECT max(i.finished_at) FROM images i WHERE i.job_id = j.id),
+                       j.created_at) < now() - make_interval(secs => $1)
+        ORDER BY j.created_at
+        LIMIT $2
+        FOR UPDATE OF j SKIP LOCKED
+        """,
+        older_than_s,
+        limit,
+    )
+    ids = [r["id"] for r in rows]
+    if not ids:
+        return [], 0, 0
+    counts = await conn.fetchrow(
+        "SELECT count(*) AS images, count(r.image_id) AS results FROM images i "
+        "LEFT JOIN results r ON r.image_id = i.id WHERE i.job_id = ANY($1::uuid[])",
+        ids,
+    )
+    await conn.execute(
+        """
+        INSERT INTO blob_deletions (key, kind)
+        SELECT DISTINCT sha256, 'upload' FROM images WHERE job_id = ANY($1::uuid[])
+        UNION
+        SELECT DISTINCT r.mask_key, 'mask' FROM results r JOIN images i ON i.id = r.image_id
+        WHERE i.job_id = ANY($1::uuid[]) AND r.mask_key IS NOT NULL
+        ON CONFLICT (key) DO NOTHING
+        """,
+        ids,
+    )
+    await conn.execute("DELETE FROM jobs WHERE id = ANY($1::uuid[])", ids)  # cascades
+    return [str(i) for i in ids], int(counts["images"]), int(counts["results"])
+
+
+async def pending_blob_deletions(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Inside the caller's transaction: lock up to ``limit`` queued deletions
+    ``(key, kind)`` (skipping ones another run holds)."""
+    return list(
+        await conn.fetch(
+            "SELECT key, kind FROM blob_deletions ORDER BY key LIMIT $1 FOR UPDATE SKIP LOCKED",
+            limit,
+        )
+    )
+
+
+async def referenced_blobs(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
+    """Which of these keys some row still refers to (an upload by ``images.sha256``, a mask by
+    ``results.mask_key``)."""
+    rows = await conn.fetch(
+        "SELECT sha256 AS key FROM images WHERE sha256 = ANY($1::text[]) "
+        "UNION SELECT mask_key FROM results WHERE mask_key = ANY($1::text[])",
+        keys,
+    )
+    return {r["key"] for r in rows}
+
+
+async def forget_blob_deletions(conn: asyncpg.Connection, keys: list[str]) -> None:
+    await conn.execute("DELETE FROM blob_deletions WHERE key = ANY($1::text[])", keys)

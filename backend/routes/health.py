@@ -47,9 +47,12 @@ async def _redis(request: Request) -> str:
 
 
 async def _workers(request: Request) -> str:
-    workers = [w for w in await live_workers(request.app.state.redis) if w.models]
+    workers = [w for w in await live_workers(request.app.state.redis) if w.serving]
     if not workers:
-        raise LookupError("no live worker with a loaded model (no heartbeat in Redis)")
+        raise LookupError(
+            "no live worker taking work (no heartbeat in Redis with a loaded model that is "
+            "not draining)"
+        )
     names = ", ".join(w.name for w in workers[:10])
     return f"{len(workers)} live worker(s): {names}"
 
@@ -57,7 +60,8 @@ async def _workers(request: Request) -> str:
 @router.get("/readyz")
 async def readyz(request: Request) -> dict[str, Any]:
     """Ready when PostgreSQL answers ``SELECT 1``, Redis answers ``PING`` and at least one
-    worker with a loaded model has a live heartbeat; 503 ``not_ready`` naming what failed."""
+    worker with a loaded model has a live heartbeat and is not draining; 503 ``not_ready``
+    naming what failed."""
     pg, rd, wk = await asyncio.gather(
         _check(_postgresql(request)), _check(_redis(request)), _check(_workers(request))
     )

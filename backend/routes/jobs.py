@@ -178,7 +178,10 @@ async def accept_job(
     max_files = max_files or settings.max_files_per_job
     max_bytes = settings.max_upload_mb * 1024 * 1024
     batch = UploadBatch(
-        settings.upload_dir, max_total_bytes=max_bytes, max_pixels=settings.max_image_pixels
+        settings.upload_dir,
+        max_total_bytes=max_bytes,
+        max_pixels=settings.max_image_pixels,
+        store=request.app.state.store,
     )
     try:
         form = await read_multipart(

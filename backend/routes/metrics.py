@@ -31,9 +31,10 @@ class _Snapshot:
         images: dict[str, int],
         per_queue: list[tuple[str, str, int]],
         connections: int | None,
+        leader: bool | None = None,
     ) -> None:
         self.by_status, self.batches, self.images = by_status, batches, images
-        self.per_queue, self.connections = per_queue, connections
+        self.per_queue, self.connections, self.leader = per_queue, connections, leader
 
     def collect(self):  # type: ignore[no-untyped-def]
         depth = GaugeMetricFamily(
@@ -71,6 +72,12 @@ class _Snapshot:
             )
             sockets.add_metric([], self.connections)
             yield sockets
+        if self.leader is not None:
+            leader = GaugeMetricFamily(
+                "cellseg_dispatcher_leader", "1 when this replica's dispatcher is the leader"
+            )
+            leader.add_metric([], 1.0 if self.leader else 0.0)
+            yield leader
 
 
 async def _hash(client: aioredis.Redis, key: str) -> dict[str, int]:
@@ -93,6 +100,7 @@ async def metrics(request: Request) -> Response:
         images = await _hash(client, METRIC_IMAGES)
     registry = CollectorRegistry()
     connections = getattr(request.app.state, "sio_connections", None)
+    dispatcher = getattr(request.app.state, "dispatcher", None)
     registry.register(
         _Snapshot(
             {r["status"]: r["n"] for r in rows},
@@ -100,6 +108,7 @@ async def metrics(request: Request) -> Response:
             images,
             [(r["queue"], r["status"], r["n"]) for r in per_queue],
             connections.value if connections is not None else None,
+            dispatcher.is_leader if dispatcher is not None else None,
         )
     )
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ its status and error too).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -17,11 +18,12 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from backend.db import repo
-from backend.deps import CurrentUser, PoolDep
-from backend.errors import Conflict, NotFound, ValidationFailed
+from backend.deps import CurrentUser, PoolDep, StoreDep
+from backend.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from backend.exports import ImagePayload, merge_coco, merge_geojson
 from backend.jobs_state import counts_payload, is_terminal, job_status
 from backend.routes.jobs import image_error, job_not_found, parse_id
+from backend.storage import BlobNotFound, StorageUnavailable
 
 router = APIRouter(tags=["results"])
 
@@ -72,7 +74,7 @@ async def _image_row(
     row = await repo.get_image_result(pool, user_id, jid, iid, part)
     if row is None:
         raise NotFound("not_found", f"no such image: {iid} in job {jid}")
-    if row["status"] != "done" or row["payload"] is None:
+    if row["status"] != "done" or not row["has_result"]:
         raise _not_ready(row)
     return row
 
@@ -95,10 +97,25 @@ async def image_result(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-async def image_mask(job_id: str, image_id: str, user: CurrentUser, pool: PoolDep) -> Response:
-    """The label image of one done image: 16-bit PNG, 0 = background, k = object k."""
+async def image_mask(
+    job_id: str, image_id: str, user: CurrentUser, pool: PoolDep, store: StoreDep
+) -> Response:
+    """The label image of one done image: 16-bit PNG, 0 = background, k = object k.
+
+    Read from the blob store (``mask_key``); results stored before masks moved there carry
+    their bytes in the row."""
     row = await _image_row(pool, user.id, job_id, image_id, "mask_png")
-    return Response(bytes(row["payload"]), media_type="image/png")
+    if row["mask_key"] is None:
+        return Response(bytes(row["payload"]), media_type="image/png")
+    try:
+        data = await asyncio.to_thread(store.get, row["mask_key"])
+    except BlobNotFound:
+        raise NotFound(
+            "mask_missing", f"the mask of image {row['id']} is missing from the blob store"
+        ) from None
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("storage_unavailable", str(exc), retry_after=30) from exc
+    return Response(data, media_type="image/png")
 
 
 @router.get("/jobs/{job_id}/results")

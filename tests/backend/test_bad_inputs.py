@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import backend.uploads
+import backend.storage
 from backend.settings import MODEL_NAMES
 from tests.backend import images
 from tests.backend.helpers import (
@@ -339,10 +339,11 @@ def test_storage_failure_at_commit_keeps_nothing_new(
     tracker = Nothing(db, user, upload_dir)
     fresh = images.png()
 
-    def broken_fsync(directory: Path) -> None:
-        raise OSError(28, "No space left on device")
+    def broken_fsync(path: Path) -> None:
+        if path.is_dir():  # the blob is renamed into place, then its directory fails
+            raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(backend.uploads, "_fsync_dir", broken_fsync)
+    monkeypatch.setattr(backend.storage, "_fsync_path", broken_fsync)
     r = post_job(client, user, [("shared.png", shared), ("fresh.png", fresh)])
     assert "No space left" in refused(r, 503, "storage_unavailable")
     monkeypatch.undo()

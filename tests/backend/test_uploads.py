@@ -44,10 +44,13 @@ def test_sweep_removes_only_old_temp_files(tmp_path: Path) -> None:
     old = tmp_path / f"{TEMP_PREFIX}old{TEMP_SUFFIX}"
     new = tmp_path / f"{TEMP_PREFIX}new{TEMP_SUFFIX}"
     blob = tmp_path / ("ab" * 32)
-    for path in (old, new, blob):
+    (tmp_path / "masks").mkdir()
+    old_mask_temp = tmp_path / "masks" / f"{TEMP_PREFIX}m{TEMP_SUFFIX}"
+    for path in (old, new, blob, old_mask_temp):
         path.write_bytes(b"x")
     past = time.time() - 7200
-    os.utime(old, (past, past))
-    os.utime(blob, (past, past))
-    assert sweep_stale_temps(tmp_path, older_than_s=3600) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, blob.name])
+    for path in (old, blob, old_mask_temp):
+        os.utime(path, (past, past))
+    assert sweep_stale_temps(tmp_path, older_than_s=3600) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, blob.name, "masks"])
+    assert not old_mask_temp.exists()

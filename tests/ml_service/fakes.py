@@ -51,7 +51,7 @@ class RecordingBackend(TorchBackend):
         self.barrier = barrier
         self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
         with self._lock:
             self.sizes.append(len(batch))
         if self.barrier is not None:
@@ -60,4 +60,4 @@ class RecordingBackend(TorchBackend):
             raise DeviceOutOfMemory(f"injected: batch {len(batch)} > {self.oom_above}")
         if self.fail_if is not None and any(self.fail_if(item) for item in batch):
             raise RuntimeError("injected failure for a poisoned item")
-        return super().run(batch)
+        return super().run(batch, thresholds)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,16 +38,6 @@ def png(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok
     return buf.tobytes()
-
-
-@pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, onnx_cache_dir: Path) -> EngineSettings:
-    return EngineSettings(
-        device="cpu",
-        max_queue_delay_ms=5,
-        profiles_path=tmp_path_factory.mktemp("p") / "batch_sizes.json",
-        onnx_cache_dir=onnx_cache_dir,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -25,3 +25,24 @@ def test_bench_reports_both_comparisons_per_model(tmp_path: Path, onnx_cache_dir
     (batching,) = report["results"]
     assert batching["backend"] == "onnxruntime" and batching["batcher_img_s"] > 0
     assert report["device"].startswith("cpu-") and report["threads"]["onnx"] >= 1
+
+
+def test_bench_fastpath_section_reports_every_stage(tmp_path: Path, onnx_cache_dir: Path) -> None:
+    settings = EngineSettings(
+        device="cpu",
+        models=("hrnet",),
+        precision="bf16",  # forced: the fast engine differs from the fp32 one
+        profiles_path=tmp_path / "batch_sizes.json",
+        onnx_cache_dir=onnx_cache_dir,
+    )
+    report = run(settings, callers=2, images=4, repeats=2, sections=("fastpath",))
+    assert report["backends"] == [] and report["results"] == []
+    (row,) = report["fastpath"]
+    assert row["model"] == "hrnet/small" and row["fast_config"].startswith("bf16")
+    for key in ("seed_lock_b1_fp32_img_s", "batcher_fp32_img_s", "batcher_fast_img_s"):
+        assert row[key] > 0
+    assert row["end_to_end_fast_img_s"] > 0 and row["e2e_over_engine"] > 0
+    stages = row["stage_ms"]
+    assert stages["h2d"] is None and stages["d2h"] is None  # no copies on the CPU
+    for key in ("decode", "preprocess", "compute", "postprocess"):
+        assert stages[key] > 0

@@ -1,0 +1,23 @@
+"""``GET /api/v1/workers`` (admin): the live workers, from their heartbeats in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from backend.deps import AdminKey, RedisDep
+from backend.heartbeats import live_workers, serving_queues
+
+router = APIRouter(tags=["workers"])
+
+
+@router.get("/workers")
+async def list_workers(_admin: AdminKey, redis: RedisDep) -> dict[str, Any]:
+    """Every worker with a live heartbeat: queue, device, models, batch ceilings, free device
+    memory, tasks in flight and whether it drains; and per queue, how many take work."""
+    workers = await live_workers(redis)
+    return {
+        "workers": [w.to_json() for w in workers],
+        "queues": serving_queues(workers),
+    }

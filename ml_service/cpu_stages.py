@@ -1,0 +1,139 @@
+"""The engine's CPU stages, as pure functions a process pool can run: decode + preprocess
+before the model, restore + threshold + contours + metrics after it.
+
+With ``ML_CPU_WORKERS`` > 0 they run in a ``ProcessPoolExecutor`` of that many processes, so a
+GPU is not starved by one Python process's decoding and postprocessing (the GIL and two CPU
+threads); with 0 they run in the calling thread, as before. The processes come from a
+``forkserver`` (a fresh interpreter that imports this module once, then forks workers), never
+from forking the engine's process, which holds torch's threads. This module imports no torch,
+so the workers stay small. Results are identical either way (``tests/ml_service/
+test_cpu_stages.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ml_service.errors import InvalidImage
+from ml_service.imageio import decode_image
+from ml_service.postprocess import SegmentedObject, extract_objects
+from ml_service.preprocess import Letterbox, Restore, prepare
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def default_cpu_workers(cores: int) -> int:
+    """``ML_CPU_WORKERS`` default: none on ≤ 2 cores (the processes would compete with the
+    model for them), else one per core but one, at most 8."""
+    return 0 if cores <= 2 else min(cores - 1, 8)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image ready for the model: ``inputs`` ``(N, size, size)`` float32, the ``Restore``
+    that maps outputs back, the original size, and the time each stage took."""
+
+    inputs: np.ndarray
+    restore: Restore
+    width: int
+    height: int
+    decode_ms: float
+    preprocess_ms: float
+
+
+def decode_and_prepare(
+    image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int
+) -> Prepared:
+    """Decode (bytes) or check (array) an image, then normalise and letterbox or tile it.
+
+    Raises:
+        InvalidImage: undecodable, not 2-D/3-D, or more than ``max_pixels`` pixels (the
+            subclasses of ``ml_service.imageio.decode_image`` for bytes).
+    """
+    t0 = time.perf_counter()
+    if isinstance(image, bytes | bytearray | memoryview):
+        image = decode_image(bytes(image), max_pixels)
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+        raise InvalidImage("image must be a 2-D (grey) or 3-D (colour) array")
+    height, width = image.shape[:2]
+    if height * width > max_pixels:
+        raise InvalidImage(f"image has {height * width} pixels, over MAX_IMAGE_PIXELS")
+    t1 = time.perf_counter()
+    inputs, restore = prepare(image, size, overlap)
+    t2 = time.perf_counter()
+    return Prepared(inputs, restore, width, height, 1000 * (t1 - t0), 1000 * (t2 - t1))
+
+
+def pixel_exact(restore: Restore) -> bool:
+    """True when ``restore`` only crops and copies pixels (tiles, or a letterbox at scale 1):
+    thresholding before it gives exactly the mask thresholding after it would, so the model
+    output can come back from the device as a uint8 mask."""
+    transform = restore.transform
+    return not isinstance(transform, Letterbox) or transform.scale == 1.0
+
+
+def postprocess_outputs(
+    outputs: list[np.ndarray], restore: Restore, threshold: float, min_area: int
+) -> tuple[np.ndarray, list[SegmentedObject], float]:
+    """Model outputs of one image → ``(labels, objects, milliseconds)``.
+
+    Args:
+        outputs: one ``(size, size)`` map per model input: float32 probabilities, or uint8
+            masks already thresholded at ``threshold`` (only where ``pixel_exact(restore)``).
+        restore: what ``decode_and_prepare`` returned with the inputs.
+        threshold: probability threshold; min_area: smallest object kept (pixels).
+    """
+    t0 = time.perf_counter()
+    if any(o.dtype == np.uint8 for o in outputs):
+        limit = np.float32(threshold)
+        masks = [o if o.dtype == np.uint8 else (o > limit).astype(np.uint8) for o in outputs]
+        foreground = restore.restore(np.stack(masks))  # 0/1 float32, pixels copied
+        labels, objects = extract_objects(foreground, 0.5, min_area)
+    else:
+        prob = restore.restore(np.stack(outputs))
+        labels, objects = extract_objects(prob, threshold, min_area)
+    return labels, objects, 1000 * (time.perf_counter() - t0)
+
+
+def _ready() -> bool:
+    return True
+
+
+class CpuStages:
+    """Runs the CPU stages in this thread (``workers == 0``) or in a pool of processes."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            if hasattr(ctx, "set_forkserver_preload"):
+                ctx.set_forkserver_preload([__name__])
+            self._pool = ProcessPoolExecutor(workers, mp_context=ctx)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, in a worker process when there is a pool (blocks until done)."""
+        if self._pool is None:
+            return fn(*args)
+        return self._pool.submit(fn, *args).result()
+
+    def start(self) -> None:
+        """Start every worker process now, so no request waits for one to start."""
+        if self._pool is not None:
+            for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
+                future.result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
