@@ -4,7 +4,9 @@
         --mix hrnet=0.5,unet=0.3,cbam_resunet=0.2 --deadline 1h [--catalogue gpus.json]
 
 Throughput per device comes, in this order of trust, from:
-1. a measured profile of that device in ``batch_sizes.json`` (``measured``);
+1. a measured profile of that device in ``batch_sizes.json`` (``measured``): the best inference
+   rate within memory, or the measured whole per-image path (decode → model → postprocess →
+   result formats, ``pipeline_images_per_s``) when that is lower (``measured (whole path)``);
 2. the seed service's measurements on an RTX A5000 (seed note 004: HRNet 17.3 img/s at batch 12,
    CBAM-ResUNet 5.1 img/s at batch 4, UNet 1.02 img/s at batch 8), scaled by the catalogue's
    relative speed (``estimate``).
@@ -81,7 +83,7 @@ class DevicePlan:
 
     @property
     def estimated(self) -> bool:
-        return any(r.source != "measured" for r in self.rates.values())
+        return any(not r.source.startswith("measured") for r in self.rates.values())
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -104,10 +106,16 @@ def parse_duration(text: str) -> float:
 
 
 def measured_rate(profile: ModelProfile, budget_mb: float) -> ModelRate | None:
+    """The best measured inference rate within ``budget_mb``, capped by the measured whole
+    per-image path (decode, postprocess, result formats) where the profile has one: on a CPU
+    those share the cores with the model and bound the service, not inference."""
     fitting = [p for p in profile.points if p.peak_mb <= budget_mb]
     if not fitting:
         return None
     best = max(fitting, key=lambda p: p.images_per_s)
+    pipeline = profile.pipeline_images_per_s
+    if pipeline is not None and pipeline < best.images_per_s:
+        return ModelRate(pipeline, best.batch_size, "measured (whole path)")
     return ModelRate(best.images_per_s, best.batch_size, "measured")
 
 

@@ -298,6 +298,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--fast-batch", type=int, help="probe batch of the fast-path candidates")
     parser.add_argument("--no-fastpath", action="store_true", help="torch in fp32 only")
+    parser.add_argument(
+        "--no-pipeline",
+        action="store_true",
+        help="skip the whole-path rate per model (decode → model → postprocess → formats)",
+    )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="only (re)measure the whole-path rate of the recorded profiles",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print, do not write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -310,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     backends = _backends_here(args.backends.split(","), probe)
     sizes = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.max_batch]
     book = ProfileBook.load(settings.profiles_path)
+    if args.pipeline_only:
+        _record_pipeline(book, settings, probe.key)
+        if not args.dry_run:
+            book.save(settings.profiles_path)
+        return
     fast = None
     if not args.no_fastpath:
         fast = fastpath_options(probe, args.compile, args.fast_batch, args.max_batch, args.repeats)
@@ -335,9 +350,19 @@ def main(argv: list[str] | None = None) -> None:
                 )
     Console(width=140).print(table)
     _print_fastpath(book, probe.key, settings)
+    if not args.no_pipeline:
+        _record_pipeline(book, settings, probe.key)
     if not args.dry_run:
         book.save(settings.profiles_path)
         log.info("wrote %s (device %s)", settings.profiles_path, probe.key)
+
+
+def _record_pipeline(book: ProfileBook, settings: EngineSettings, device_key: str) -> None:
+    # imported here: the engine imports this module (calibration at start-up)
+    from ml_service.pipeline_rate import record_pipeline_rates
+
+    for name, rate in record_pipeline_rates(book, settings, device_key).items():
+        log.info("%s: whole per-image path %.1f img/s (8 concurrent callers)", name, rate)
 
 
 if __name__ == "__main__":

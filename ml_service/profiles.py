@@ -118,6 +118,9 @@ class ModelProfile:
     measured_at: str = ""
     source: str = "measured"  # measured | calibrated | default
     fastpath: FastPathRecord | None = None  # torch only: the fast-path choice (ml_service.fastpath)
+    # whole per-image path through the engine (decode → model → postprocess → the worker's result
+    # formats) with concurrent callers, on this device's cores (ml_service.pipeline_rate)
+    pipeline_images_per_s: float | None = None
 
     def peak_mb(self, batch_size: int) -> float:
         return self.intercept_mb + self.slope_mb * batch_size
@@ -126,6 +129,8 @@ class ModelProfile:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["points"] = [asdict(p) for p in self.points]
+        if self.pipeline_images_per_s is None:
+            del data["pipeline_images_per_s"]
         if self.fastpath is None:
             del data["fastpath"]
         else:
@@ -147,6 +152,9 @@ class ModelProfile:
             measured_at=str(data.get("measured_at", "")),
             source=str(data.get("source", "measured")),
             fastpath=FastPathRecord.from_json(data["fastpath"]) if data.get("fastpath") else None,
+            pipeline_images_per_s=(
+                float(data["pipeline_images_per_s"]) if data.get("pipeline_images_per_s") else None
+            ),
         )
 
 

@@ -60,3 +60,22 @@ def test_parsers() -> None:
         parse_duration("soon")
     with pytest.raises(ValueError):
         parse_mix("hrnet=0")
+
+
+def test_a_measured_whole_path_below_inference_bounds_the_plan(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    points = (BatchPoint(1, 100, 10.0),)  # inference alone: 100 img/s
+    book = ProfileBook()
+    book.put(
+        "cpu-2core",
+        "hrnet/small:onnxruntime",
+        ModelProfile(0, 100, 1, 1, backend="onnxruntime", points=points, pipeline_images_per_s=20),
+    )
+    cpu = Device("cpu", 24, 0.0, 0.0, "cpu-2core")
+    plan = plan_device(cpu, {"hrnet": 100}, 3600, book, "small")
+    assert plan.rates["hrnet"].images_per_s == pytest.approx(20.0)
+    assert plan.rates["hrnet"].source == "measured (whole path)"
+    assert not plan.estimated
+    # the field survives the file
+    book.save(tmp_path / "b.json")
+    again = ProfileBook.load(tmp_path / "b.json").get("cpu-2core", "hrnet/small:onnxruntime")
+    assert again is not None and again.pipeline_images_per_s == 20

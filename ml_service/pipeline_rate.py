@@ -1,0 +1,82 @@
+"""The whole per-image path a worker runs, measured: what the planner must not leave out.
+
+Inference alone says little on a CPU, where decoding, postprocessing (contours and per-object
+metrics) and the result formats share the cores with the model. :func:`measure_pipeline` drives
+an :class:`~ml_service.engine.Engine` with ``callers`` concurrent submitters (as a worker's task
+threads do) on synthetic cell images encoded as PNG, and on each result builds what a worker
+stores: the JSON result, GeoJSON, COCO and the PNG label mask. The profiler records the rate in
+each model's profile (``pipeline_images_per_s``); the planner takes the lower of it and the
+inference rate.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ml_service.engine import Engine
+from ml_service.profiles import ProfileBook
+from ml_service.settings import EngineSettings
+from ml_service.synthetic import generate_sample
+
+
+def sample_pngs(size: int, n: int, seed: int = 7) -> list[bytes]:
+    """``n`` synthetic cell images of ``size``² pixels, PNG-encoded."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ok, buf = cv2.imencode(".png", generate_sample(rng, size, "cells").image)
+        if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
+            raise RuntimeError("PNG encoding failed")
+        out.append(buf.tobytes())
+    return out
+
+
+def _one(engine: Engine, model: str, data: bytes) -> None:
+    result = engine.submit(data, model).result()
+    result.to_json()
+    result.to_geojson()
+    result.to_coco()
+    result.mask_png()
+
+
+def measure_pipeline(
+    engine: Engine, model: str, *, size: int, images: int = 32, callers: int = 8
+) -> float:
+    """Images per second through the engine and the worker's result formats (after one
+    warm-up pass over a few images)."""
+    pngs = sample_pngs(size, images)
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(lambda d: _one(engine, model, d), pngs[: min(callers, images)]))
+        started = time.perf_counter()
+        list(pool.map(lambda d: _one(engine, model, d), pngs))
+        elapsed = time.perf_counter() - started
+    return images / elapsed
+
+
+def record_pipeline_rates(
+    book: ProfileBook, settings: EngineSettings, device_key: str, *, images: int = 32
+) -> dict[str, float]:
+    """Measure every model of ``settings`` through an engine that reads ``book`` (so it runs
+    the backend and fast path just chosen) and store the rate in the profile of the backend it
+    ran. Returns model → images/s."""
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "batch_sizes.json"
+        book.save(path)
+        with Engine.from_settings(settings.model_copy(update={"profiles_path": path})) as engine:
+            for name, loaded in engine.pool.models.items():
+                spec = loaded.spec
+                rate = measure_pipeline(engine, name, size=spec.input_size, images=images)
+                key = f"{spec.key}:{loaded.backend.name}"
+                profile = book.get(device_key, key)
+                if profile is not None:
+                    book.put(device_key, key, replace(profile, pipeline_images_per_s=rate))
+                rates[name] = rate
+    return rates
