@@ -49,9 +49,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.backends import TorchBackend
 from ml_service.bench_fastpath import bench_fastpath_model
 from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
+from ml_service.fastpath import FP32
 from ml_service.measure import median_latencies_s
 from ml_service.pool import LoadedModel, ModelPool
 from ml_service.profiles import ProfileBook
@@ -314,6 +316,10 @@ def _run_backends(
         engine.probe,
         profiles=ProfileBook.load(settings.profiles_path),
     )
+    for m in eager.pool.models.values():  # the baseline is plain fp32, whatever was recorded
+        if isinstance(m.backend, TorchBackend) and m.backend.config != FP32:
+            m.backend.configure(FP32)
+            m.fastpath_reason = "bench baseline: eager fp32, contiguous"
     try:
         eager.warm_up()
         names = list(engine.batchers)

@@ -61,7 +61,7 @@ def measure_pipeline(
 
 
 def record_pipeline_rates(
-    book: ProfileBook, settings: EngineSettings, device_key: str, *, images: int = 32
+    book: ProfileBook, settings: EngineSettings, device_key: str, *, images: int = 64
 ) -> dict[str, float]:
     """Measure every model of ``settings`` through an engine that reads ``book`` (so it runs
     the backend and fast path just chosen) and store the rate in the profile of the backend it

@@ -131,14 +131,18 @@ def device_rates(
     for m in models:
         # the engine runs the faster recorded backend (ML_BACKEND=auto): so does the plan
         backends = (backend,) if backend != "auto" else ("torch", "onnxruntime")
-        measured = [
-            r
+        profiles = [
+            p
             for b in backends
             if device.profile_key
             and (p := book.get(device.profile_key, f"{m}/{variant}:{b}")) is not None
-            and (r := measured_rate(p, budget_mb)) is not None
         ]
+        measured = [r for p in profiles if (r := measured_rate(p, budget_mb)) is not None]
         rate = max(measured, key=lambda r: r.images_per_s) if measured else None
+        # the whole path was measured with the backend the engine runs: it bounds every backend
+        pipelines = [p.pipeline_images_per_s for p in profiles if p.pipeline_images_per_s]
+        if rate is not None and pipelines and max(pipelines) < rate.images_per_s:
+            rate = ModelRate(max(pipelines), rate.batch_size, "measured (whole path)")
         if rate is None:
             if m not in SEED_A5000:
                 raise ValueError(f"no profile and no seed figure for model {m!r}")

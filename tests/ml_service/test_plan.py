@@ -79,3 +79,18 @@ def test_a_measured_whole_path_below_inference_bounds_the_plan(tmp_path) -> None
     book.save(tmp_path / "b.json")
     again = ProfileBook.load(tmp_path / "b.json").get("cpu-2core", "hrnet/small:onnxruntime")
     assert again is not None and again.pipeline_images_per_s == 20
+
+
+def test_the_whole_path_bounds_every_backend_of_the_model() -> None:
+    book = ProfileBook()
+    fast = (BatchPoint(1, 100, 5.0),)  # onnxruntime inference: 200 img/s, no whole-path figure
+    slow = (BatchPoint(1, 100, 20.0),)  # torch inference: 50 img/s, whole path 30 img/s
+    book.put("cpu", "hrnet/small:onnxruntime", ModelProfile(0, 100, 1, 1, points=fast))
+    book.put(
+        "cpu",
+        "hrnet/small:torch",
+        ModelProfile(0, 100, 1, 1, points=slow, pipeline_images_per_s=30),
+    )
+    plan = plan_device(Device("cpu", 24, 0.0, 0.0, "cpu"), {"hrnet": 10}, 60, book, "small")
+    assert plan.rates["hrnet"].images_per_s == pytest.approx(30.0)
+    assert plan.rates["hrnet"].source == "measured (whole path)"
