@@ -164,6 +164,7 @@ def _measure(r: Any) -> SegmentedObject:
     area = float(r.area)
     perimeter = float(r.perimeter_crofton)
     centroid_row, centroid_col = r.centroid
+    convex_area, feret_max = _convex_metrics(mask)
     return SegmentedObject(
         id=int(r.label),
         polygon=exterior,
@@ -173,10 +174,10 @@ def _measure(r: Any) -> SegmentedObject:
         perimeter=perimeter,
         circularity=4.0 * math.pi * area / perimeter**2 if perimeter > 0 else 0.0,
         equivalent_diameter=float(r.equivalent_diameter_area),
-        feret_max=float(r.feret_diameter_max),
-        feret_min=_feret_min(r.image),
-        solidity=float(r.solidity),
-        eccentricity=float(r.eccentricity),
+        feret_max=feret_max,
+        feret_min=_feret_min(mask),
+        solidity=area / convex_area,
+        eccentricity=_eccentricity(mask),
         centroid=[float(centroid_col) + 0.5, float(centroid_row) + 0.5],
     )
 
@@ -225,14 +226,17 @@ def _pixel_hull(mask: np.ndarray, x0: int, y0: int) -> list[list[float]]:
     return points
 
 
-def _feret_min(image: np.ndarray) -> float:
+_DIAMOND = np.array([[0.5, 0.0], [-0.5, 0.0], [0.0, 0.5], [0.0, -0.5]])
+
+
+def _feret_min(mask: np.ndarray) -> float:
     """Minimum caliper width of a mask by rotating calipers over the convex hull of its outline.
 
     The outline is the 0.5 iso-contour (through the midpoints of boundary pixel edges), as for
     regionprops' ``feret_diameter_max``, but of the mask itself rather than of its pixelised
     convex hull, which adds up to a pixel of width on slanted edges.
     """
-    padded = np.pad(image.astype(np.uint8), 2)
+    padded = np.pad(mask, 2)
     points = np.vstack(find_contours(padded, 0.5, fully_connected="high")).astype(np.float32)
     hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
     if len(hull) < 3:
@@ -244,3 +248,55 @@ def _feret_min(image: np.ndarray) -> float:
     rel = hull[None, :, :] - starts[:, None, :]  # (edges, points, 2)
     heights = np.abs(edges[:, None, 0] * rel[..., 1] - edges[:, None, 1] * rel[..., 0])
     return float((heights.max(axis=1) / lengths).min())
+
+
+def _convex_image_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of regionprops' ``image_convex`` as (row, first column, last column): the pixel
+    centres inside or on the convex hull of the pixels' edge midpoints, as scikit-image's
+    ``convex_hull_image`` finds them, but computed from the hull's half-planes per row instead
+    of rasterising the hull (which was most of the time of postprocessing)."""
+    rows, cols = np.nonzero(mask)
+    centres = cv2.convexHull(np.stack([cols, rows], axis=1).astype(np.float32)).reshape(-1, 2)
+    points = (centres[:, None, :] + _DIAMOND[None, :, :]).reshape(-1, 2).astype(np.float32)
+    hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
+    ys = np.arange(math.ceil(hull[:, 1].min() - 1e-9), math.floor(hull[:, 1].max() + 1e-9) + 1)
+    starts = hull
+    dx = np.roll(hull, -1, axis=0)[:, 0] - hull[:, 0]
+    dy = np.roll(hull, -1, axis=0)[:, 1] - hull[:, 1]
+    slanted = dy != 0  # horizontal edges bound no row's x-interval
+    starts, dx, dy = starts[slanted], dx[slanted], dy[slanted]
+    bounds = starts[:, None, 0] + dx[:, None] * (ys[None, :] - starts[:, None, 1]) / dy[:, None]
+    upper = dy * _orientation(hull) > 0  # which side of each edge is inside
+    hi = bounds[upper].min(axis=0) if upper.any() else np.full(len(ys), np.inf)
+    lo = bounds[~upper].max(axis=0) if (~upper).any() else np.full(len(ys), -np.inf)
+    first, last = np.ceil(lo - 1e-9), np.floor(hi + 1e-9)
+    present = last >= first
+    return ys[present].astype(np.float64), first[present], last[present]
+
+
+def _convex_metrics(mask: np.ndarray) -> tuple[float, float]:
+    """regionprops' convex area (``area_convex``) and ``feret_diameter_max``: the largest
+    distance between points of the 0.5 iso-contour of the convex image, i.e. between the edge
+    midpoints of its boundary pixels (the extreme pixels of each row are enough)."""
+    ys, first, last = _convex_image_rows(mask)
+    area = float((last - first + 1).sum())
+    ends = np.concatenate([np.stack([first, ys], axis=1), np.stack([last, ys], axis=1)])
+    outline = (ends[:, None, :] + _DIAMOND[None, :, :]).reshape(-1, 2).astype(np.float32)
+    hull = cv2.convexHull(outline).reshape(-1, 2).astype(np.float64)
+    diffs = hull[:, None, :] - hull[None, :, :]
+    return area, float(np.sqrt((diffs**2).sum(axis=-1).max()))
+
+
+def _orientation(hull: np.ndarray) -> float:
+    """+1 or −1: the sign of the polygon's signed area."""
+    x, y = hull[:, 0], hull[:, 1]
+    return 1.0 if float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) > 0 else -1.0
+
+
+def _eccentricity(mask: np.ndarray) -> float:
+    """Eccentricity of the ellipse with the same second central moments (regionprops')."""
+    m = cv2.moments(mask, binaryImage=True)
+    a, b, c = m["mu20"], m["mu02"], m["mu11"]
+    root = math.sqrt(max(0.0, ((a - b) / 2) ** 2 + c**2))
+    major, minor = (a + b) / 2 + root, (a + b) / 2 - root
+    return math.sqrt(1 - minor / major) if major > 0 else 0.0

@@ -233,3 +233,31 @@ def test_numpy_scalars_are_valid_parameters() -> None:
     prob = _disc_map((30, 30), [(15, 15)], 5)
     _, objects = extract_objects(prob, np.float32(0.5), np.int64(3))  # type: ignore[arg-type]
     assert len(objects) == 1
+
+
+def test_convex_metrics_equal_regionprops_without_rasterising_the_hull() -> None:
+    """solidity, feret_max and eccentricity are computed from the hull's half-planes and the
+    moments (no convex-hull image): the values must be scikit-image's, to the last digit."""
+    from skimage.measure import regionprops
+
+    from ml_service.synthetic import KINDS, generate_sample
+
+    rng = np.random.default_rng(5)
+    labels_list = []
+    for kind in KINDS:
+        sample = generate_sample(rng, 192, kind)
+        labels_list.append(extract_objects(sample.mask.astype(np.float32), 0.5, 0)[0])
+    odd = np.zeros((12, 12), np.uint16)
+    odd[1, 1] = 1  # one pixel
+    odd[4, 2:9] = 2  # a one-pixel-wide line
+    odd[6:11, 6] = 3  # a vertical one
+    odd[7, 9] = odd[8, 10] = odd[9, 11] = 4  # a diagonal (8-connected)
+    labels_list.append(odd)
+    checked = 0
+    for labels in labels_list:
+        for region, obj in zip(regionprops(labels), objects_from_labels(labels), strict=True):
+            assert obj.solidity == pytest.approx(region.solidity, abs=1e-12)
+            assert obj.feret_max == pytest.approx(region.feret_diameter_max, abs=1e-9)
+            assert obj.eccentricity == pytest.approx(region.eccentricity, abs=1e-9)
+            checked += 1
+    assert checked > 20
