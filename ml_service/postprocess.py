@@ -163,7 +163,9 @@ def _measure(r: Any) -> SegmentedObject:
     exterior, holes = _outline(mask, col0, row0)
     area = float(r.area)
     perimeter = float(r.perimeter_crofton)
-    centroid_row, centroid_col = r.centroid
+    moments = cv2.moments(mask, binaryImage=True)
+    centroid_row = row0 + moments["m01"] / moments["m00"]
+    centroid_col = col0 + moments["m10"] / moments["m00"]
     convex_area, feret_max = _convex_metrics(mask)
     return SegmentedObject(
         id=int(r.label),
@@ -177,7 +179,7 @@ def _measure(r: Any) -> SegmentedObject:
         feret_max=feret_max,
         feret_min=_feret_min(mask),
         solidity=area / convex_area,
-        eccentricity=_eccentricity(mask),
+        eccentricity=_eccentricity(moments),
         centroid=[float(centroid_col) + 0.5, float(centroid_row) + 0.5],
     )
 
@@ -255,8 +257,13 @@ def _convex_image_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     centres inside or on the convex hull of the pixels' edge midpoints, as scikit-image's
     ``convex_hull_image`` finds them, but computed from the hull's half-planes per row instead
     of rasterising the hull (which was most of the time of postprocessing)."""
-    rows, cols = np.nonzero(mask)
-    centres = cv2.convexHull(np.stack([cols, rows], axis=1).astype(np.float32)).reshape(-1, 2)
+    present = mask.any(axis=1)
+    rows = np.flatnonzero(present)
+    width = mask.shape[1]
+    lefts = mask[present].argmax(axis=1)
+    rights = width - 1 - mask[present, ::-1].argmax(axis=1)
+    extremes = np.concatenate([np.stack([lefts, rows], 1), np.stack([rights, rows], 1)])
+    centres = cv2.convexHull(extremes.astype(np.float32)).reshape(-1, 2)  # hull of all pixels
     points = (centres[:, None, :] + _DIAMOND[None, :, :]).reshape(-1, 2).astype(np.float32)
     hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
     ys = np.arange(math.ceil(hull[:, 1].min() - 1e-9), math.floor(hull[:, 1].max() + 1e-9) + 1)
@@ -293,9 +300,9 @@ def _orientation(hull: np.ndarray) -> float:
     return 1.0 if float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) > 0 else -1.0
 
 
-def _eccentricity(mask: np.ndarray) -> float:
-    """Eccentricity of the ellipse with the same second central moments (regionprops')."""
-    m = cv2.moments(mask, binaryImage=True)
+def _eccentricity(m: dict[str, float]) -> float:
+    """Eccentricity of the ellipse with the same second central moments (regionprops'), from
+    ``cv2.moments`` of the object's mask."""
     a, b, c = m["mu20"], m["mu02"], m["mu11"]
     root = math.sqrt(max(0.0, ((a - b) / 2) ** 2 + c**2))
     major, minor = (a + b) / 2 + root, (a + b) / 2 - root

@@ -236,7 +236,7 @@ def test_numpy_scalars_are_valid_parameters() -> None:
 
 
 def test_convex_metrics_equal_regionprops_without_rasterising_the_hull() -> None:
-    """solidity, feret_max and eccentricity are computed from the hull's half-planes and the
+    """solidity, feret_max, eccentricity and the centroid are computed from the hull's half-planes and the
     moments (no convex-hull image): the values must be scikit-image's, to the last digit."""
     from skimage.measure import regionprops
 
@@ -259,5 +259,7 @@ def test_convex_metrics_equal_regionprops_without_rasterising_the_hull() -> None
             assert obj.solidity == pytest.approx(region.solidity, abs=1e-12)
             assert obj.feret_max == pytest.approx(region.feret_diameter_max, abs=1e-9)
             assert obj.eccentricity == pytest.approx(region.eccentricity, abs=1e-9)
+            row, col = region.centroid  # regionprops: pixel indices; ours: pixel centres at +0.5
+            assert obj.centroid == pytest.approx([col + 0.5, row + 0.5], abs=1e-9)
             checked += 1
     assert checked > 20
