@@ -236,8 +236,8 @@ def test_numpy_scalars_are_valid_parameters() -> None:
 
 
 def test_convex_metrics_equal_regionprops_without_rasterising_the_hull() -> None:
-    """solidity, feret_max, eccentricity and the centroid are computed from the hull's half-planes and the
-    moments (no convex-hull image): the values must be scikit-image's, to the last digit."""
+    """solidity, feret_max, eccentricity and the centroid come from the hull's half-planes and
+    the moments (no convex-hull image): the values must be scikit-image's, to the last digit."""
     from skimage.measure import regionprops
 
     from ml_service.synthetic import KINDS, generate_sample
