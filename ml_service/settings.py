@@ -52,7 +52,7 @@ class EngineSettings(BaseSettings):
         ge=0,
         le=64,
         description="processes decoding and postprocessing (0: in the CPU threads; "
-        "default: 0 on ≤ 2 cores, else min(cores − 1, 8))",
+        "default: min(cores − 1, 8), 0 on one core)",
     )
     precision: PrecisionSetting = Field(
         "auto", description="torch backend: auto (the profile's choice, else fp32) or forced"

@@ -54,7 +54,7 @@ def test_masks_postprocess_exactly_like_probabilities(shape: tuple[int, int]) ->
 
 
 def test_default_workers_leave_small_machines_alone() -> None:
-    assert [default_cpu_workers(c) for c in (1, 2, 3, 8, 32)] == [0, 0, 2, 7, 8]
+    assert [default_cpu_workers(c) for c in (1, 2, 3, 8, 32)] == [0, 1, 2, 7, 8]
 
 
 def test_worker_processes_raise_the_engines_typed_errors() -> None:
