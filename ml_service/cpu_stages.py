@@ -3,20 +3,23 @@ before the model, restore + threshold + contours + metrics after it.
 
 With ``ML_CPU_WORKERS`` > 0 they run in a ``ProcessPoolExecutor`` of that many processes, so a
 GPU is not starved by one Python process's decoding and postprocessing (the GIL and two CPU
-threads); with 0 they run in the calling thread, as before. The processes come from a
-``forkserver`` (a fresh interpreter that imports this module once, then forks workers), never
-from forking the engine's process, which holds torch's threads. This module imports no torch,
-so the workers stay small. Results are identical either way (``tests/ml_service/
-test_cpu_stages.py``).
+threads); with 0 they run in the calling thread, as before. The processes are spawned (fresh
+interpreters), never forked from the engine's process, which holds torch's threads; they ignore
+SIGTERM/SIGINT sent to the process group, so a draining worker can finish through them. This
+module imports no torch, so the workers stay small. Results are identical either way
+(``tests/ml_service/test_cpu_stages.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -111,24 +114,50 @@ def _ready() -> bool:
     return True
 
 
+def _ignore_stop_signals() -> None:
+    """Pool processes leave stopping to their parent. SIGTERM or SIGINT sent to the whole
+    process group (a terminal's Ctrl-C, ``kill -- -PGID``, systemd's control-group kill) must not
+    end them while the parent drains the work in flight through them; they exit when the parent
+    shuts the pool down, or when its end of their pipe closes."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class CpuStages:
-    """Runs the CPU stages in this thread (``workers == 0``) or in a pool of processes."""
+    """Runs the CPU stages in this thread (``workers == 0``) or in a pool of processes.
+
+    A pool whose process died (the OOM killer, a stray signal) is replaced and the call retried
+    once, so one lost process costs a restart, not the images in flight."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            if hasattr(ctx, "set_forkserver_preload"):
-                ctx.set_forkserver_preload([__name__])
-            self._pool = ProcessPoolExecutor(workers, mp_context=ctx)
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 0 else None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork (the engine's process holds torch's threads) nor forkserver (its
+        # server process would die with a process-group SIGTERM and take the pool with it)
+        ctx = multiprocessing.get_context("spawn")
+        return ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_ignore_stop_signals)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, in a worker process when there is a pool (blocks until done)."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             return fn(*args)
-        return self._pool.submit(fn, *args).result()
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            log.warning("a CPU-stage process died; starting a new pool and retrying")
+            return self._replace(pool).submit(fn, *args).result()
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is broken:  # the first caller to notice replaces it
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            assert self._pool is not None
+            return self._pool
 
     def start(self) -> None:
         """Start every worker process now, so no request waits for one to start."""

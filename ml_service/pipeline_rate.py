@@ -49,15 +49,35 @@ def _one(engine: Engine, model: str, data: bytes) -> None:
 def measure_pipeline(
     engine: Engine, model: str, *, size: int, images: int = 32, callers: int = 8
 ) -> float:
-    """Images per second through the engine and the worker's result formats (after one
-    warm-up pass over a few images)."""
-    pngs = sample_pngs(size, images)
+    """Images per second through the engine and the worker's result formats, on ``images``
+    synthetic cell images of ``size``² pixels."""
+    return measure_pipeline_on(engine, model, sample_pngs(size, images), callers=callers)
+
+
+def measure_pipeline_on(
+    engine: Engine, model: str, encoded: list[bytes], *, callers: int = 8
+) -> float:
+    """Images per second for these encoded images (after one warm-up pass over a few)."""
     with ThreadPoolExecutor(callers) as pool:
-        list(pool.map(lambda d: _one(engine, model, d), pngs[: min(callers, images)]))
+        list(pool.map(lambda d: _one(engine, model, d), encoded[:callers]))
         started = time.perf_counter()
-        list(pool.map(lambda d: _one(engine, model, d), pngs))
+        list(pool.map(lambda d: _one(engine, model, d), encoded))
         elapsed = time.perf_counter() - started
-    return images / elapsed
+    return len(encoded) / elapsed
+
+
+def record_service_efficiency(
+    path: Path, device_key: str, profile_key: str, efficiency: float
+) -> bool:
+    """Store the service's measured efficiency (end to end ÷ whole path, by
+    ``scripts/efficiency.py --record``) in that model's profile; False when it has none."""
+    book = ProfileBook.load(path)
+    profile = book.get(device_key, profile_key)
+    if profile is None:
+        return False
+    book.put(device_key, profile_key, replace(profile, service_efficiency=round(efficiency, 3)))
+    book.save(path)
+    return True
 
 
 def record_pipeline_rates(

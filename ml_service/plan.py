@@ -6,7 +6,9 @@
 Throughput per device comes, in this order of trust, from:
 1. a measured profile of that device in ``batch_sizes.json`` (``measured``): the best inference
    rate within memory, or the measured whole per-image path (decode → model → postprocess →
-   result formats, ``pipeline_images_per_s``) when that is lower (``measured (whole path)``);
+   result formats, ``pipeline_images_per_s``) when that is lower (``measured (whole path)``),
+   times the service's measured efficiency on that device where recorded
+   (``service_efficiency``: end to end ÷ whole path, ``scripts/efficiency.py --record``);
 2. the seed service's measurements on an RTX A5000 (seed note 004: HRNet 17.3 img/s at batch 12,
    CBAM-ResUNet 5.1 img/s at batch 4, UNet 1.02 img/s at batch 8), scaled by the catalogue's
    relative speed (``estimate``).
@@ -143,6 +145,14 @@ def device_rates(
         pipelines = [p.pipeline_images_per_s for p in profiles if p.pipeline_images_per_s]
         if rate is not None and pipelines and max(pipelines) < rate.images_per_s:
             rate = ModelRate(max(pipelines), rate.batch_size, "measured (whole path)")
+        # and the service keeps this share of it on this device (measured end to end)
+        efficiency = [p.service_efficiency for p in profiles if p.service_efficiency]
+        if rate is not None and efficiency:
+            rate = ModelRate(
+                rate.images_per_s * max(efficiency),
+                rate.batch_size,
+                f"{rate.source} × service efficiency {max(efficiency):.2f}",
+            )
         if rate is None:
             if m not in SEED_A5000:
                 raise ValueError(f"no profile and no seed figure for model {m!r}")

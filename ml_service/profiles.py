@@ -121,6 +121,8 @@ class ModelProfile:
     # whole per-image path through the engine (decode → model → postprocess → the worker's result
     # formats) with concurrent callers, on this device's cores (ml_service.pipeline_rate)
     pipeline_images_per_s: float | None = None
+    # end to end through the service ÷ the whole path above (scripts/efficiency.py --record)
+    service_efficiency: float | None = None
 
     def peak_mb(self, batch_size: int) -> float:
         return self.intercept_mb + self.slope_mb * batch_size
@@ -129,8 +131,9 @@ class ModelProfile:
         data = asdict(self)
         data["input_size"] = list(self.input_size)
         data["points"] = [asdict(p) for p in self.points]
-        if self.pipeline_images_per_s is None:
-            del data["pipeline_images_per_s"]
+        for optional in ("pipeline_images_per_s", "service_efficiency"):
+            if data[optional] is None:
+                del data[optional]
         if self.fastpath is None:
             del data["fastpath"]
         else:
@@ -154,6 +157,9 @@ class ModelProfile:
             fastpath=FastPathRecord.from_json(data["fastpath"]) if data.get("fastpath") else None,
             pipeline_images_per_s=(
                 float(data["pipeline_images_per_s"]) if data.get("pipeline_images_per_s") else None
+            ),
+            service_efficiency=(
+                float(data["service_efficiency"]) if data.get("service_efficiency") else None
             ),
         )
 

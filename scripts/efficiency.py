@@ -1,14 +1,16 @@
 """Service efficiency: the engine alone vs the whole service, same model, images and users.
 
     python -m scripts.efficiency --url http://127.0.0.1:8000 --admin-key KEY \\
-        [--model hrnet] [--users 8] [--images-per-user 20] [--json out.json]
+        [--model hrnet] [--users 8] [--images-per-user 20] [--json out.json] [--record]
 
 In one run: (1) the engine in this process, 8 concurrent callers: raw batched inference on
-preprocessed inputs (``ml_service.bench``'s batcher figure) and the full engine path (PNG bytes →
-result: decode, preprocess, batched inference, postprocess); (2) the load tester's end-to-end
+preprocessed inputs (``ml_service.bench``'s batcher figure) and the whole engine path (PNG bytes →
+result and the worker's result formats: ``ml_service.pipeline_rate``, as the profiler records
+it); (2) the load tester's end-to-end
 throughput through the running service (REST upload → worker → result → Socket.IO event) at
-``--users`` users. Prints end-to-end / engine for both engine figures. Run it against an idle
-service on the same machine (``make run``).
+``--users`` users. Prints end-to-end / engine for both engine figures; ``--record`` stores end
+to end ÷ whole path in the model's profile as ``service_efficiency``, which the planner applies.
+Run it against an idle service on the same machine (``make run``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import asyncio
 import json
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from loadtest.__main__ import synthetic_images
@@ -27,16 +27,8 @@ from loadtest.report import summarize
 from loadtest.runner import Workload, run_workload
 from ml_service.bench import bench_model
 from ml_service.engine import Engine
+from ml_service.pipeline_rate import measure_pipeline_on, record_service_efficiency
 from ml_service.settings import load_settings
-
-
-def engine_full_path(engine: Engine, model: str, images: list[Path], callers: int) -> float:
-    data = [p.read_bytes() for p in images]
-    with ThreadPoolExecutor(callers) as pool:
-        list(pool.map(lambda d: engine.segment(d, model), data[:callers]))  # warm
-        start = time.perf_counter()
-        list(pool.map(lambda d: engine.segment(d, model), data))
-    return len(data) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -47,13 +39,20 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--images-per-user", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="store end to end ÷ whole path as the model's service_efficiency in ML_PROFILES_PATH",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         images = synthetic_images(args.images_per_user, 256, Path(tmp))
         settings = load_settings().model_copy(update={"models": (args.model,)})
         with Engine.from_settings(settings) as engine:
             raw = bench_model(engine, args.model, args.users, args.users * args.images_per_user)
-            full = engine_full_path(engine, args.model, images * args.users, args.users)
+            encoded = [p.read_bytes() for p in images] * args.users
+            full = measure_pipeline_on(engine, args.model, encoded, callers=args.users)
+            profile_key = engine.pool.get(args.model).profile_key
         work = Workload(args.url, args.users, images, [args.model], admin_key=args.admin_key)
         e2e = summarize(asyncio.run(run_workload(work)))
     report = {
@@ -71,6 +70,12 @@ def main() -> None:
     sys.stdout.write("\n")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.record:
+        ratio = e2e["images_per_s"] / full
+        if not record_service_efficiency(
+            settings.profiles_path, engine.probe.key, profile_key, ratio
+        ):
+            sys.exit(f"no profile {profile_key} for {engine.probe.key}: run the profiler first")
 
 
 if __name__ == "__main__":

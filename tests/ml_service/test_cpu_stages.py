@@ -3,6 +3,9 @@ a pool of worker processes (``ML_CPU_WORKERS``) gives the same results, errors i
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -103,3 +106,26 @@ def test_engine_results_are_identical_with_and_without_worker_processes(
             b.height,
             b.tiles,
         )
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def test_pool_processes_survive_sigterm_and_a_killed_one_is_replaced() -> None:
+    """SIGTERM to the process group (a drain) must not end the pool under the work in flight;
+    a process that dies anyway (SIGKILL, the OOM killer) costs a new pool, not the call."""
+    stages = CpuStages(1)
+    try:
+        stages.start()
+        first = stages.call(_pid)
+        os.kill(first, signal.SIGTERM)
+        time.sleep(0.3)
+        assert stages.call(_pid) == first  # ignored: still the same process
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.3)
+        replaced = stages.call(_pid)  # the pool broke; the call is retried on a new one
+        assert replaced != first
+        assert stages.call(_pid) == replaced
+    finally:
+        stages.close()

@@ -94,3 +94,21 @@ def test_the_whole_path_bounds_every_backend_of_the_model() -> None:
     plan = plan_device(Device("cpu", 24, 0.0, 0.0, "cpu"), {"hrnet": 10}, 60, book, "small")
     assert plan.rates["hrnet"].images_per_s == pytest.approx(30.0)
     assert plan.rates["hrnet"].source == "measured (whole path)"
+
+
+def test_a_recorded_service_efficiency_scales_the_whole_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ml_service.pipeline_rate import record_service_efficiency
+
+    path = tmp_path / "b.json"
+    book = ProfileBook()
+    points = (BatchPoint(1, 100, 5.0),)  # inference 200 img/s
+    profile = ModelProfile(0, 100, 1, 1, points=points, pipeline_images_per_s=60)
+    book.put("cpu", "hrnet/small:torch", profile)
+    book.save(path)
+    assert record_service_efficiency(path, "cpu", "hrnet/small:torch", 0.6667)
+    assert not record_service_efficiency(path, "cpu", "unet/small:torch", 0.5)  # no profile
+    book = ProfileBook.load(path)
+    plan = plan_device(Device("cpu", 24, 0.0, 0.0, "cpu"), {"hrnet": 10}, 60, book, "small")
+    assert plan.rates["hrnet"].images_per_s == pytest.approx(60 * 0.667)
+    assert "service efficiency 0.67" in plan.rates["hrnet"].source
+    assert not plan.estimated
