@@ -67,15 +67,19 @@ def measure_pipeline_on(
 
 
 def record_service_efficiency(
-    path: Path, device_key: str, profile_key: str, efficiency: float
+    path: Path, device_key: str, profile_key: str, efficiency: float, pipeline: float
 ) -> bool:
-    """Store the service's measured efficiency (end to end ÷ whole path, by
-    ``scripts/efficiency.py --record``) in that model's profile; False when it has none."""
+    """Store what ``scripts/efficiency.py --record`` measured in one run on the same images: the
+    engine's whole path and the service's share of it (end to end ÷ whole path), in that
+    model's profile; False when it has none."""
     book = ProfileBook.load(path)
     profile = book.get(device_key, profile_key)
     if profile is None:
         return False
-    book.put(device_key, profile_key, replace(profile, service_efficiency=round(efficiency, 3)))
+    updated = replace(
+        profile, pipeline_images_per_s=round(pipeline, 2), service_efficiency=round(efficiency, 3)
+    )
+    book.put(device_key, profile_key, updated)
     book.save(path)
     return True
 

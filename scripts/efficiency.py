@@ -8,8 +8,9 @@ preprocessed inputs (``ml_service.bench``'s batcher figure) and the whole engine
 result and the worker's result formats: ``ml_service.pipeline_rate``, as the profiler records
 it); (2) the load tester's end-to-end
 throughput through the running service (REST upload → worker → result → Socket.IO event) at
-``--users`` users. Prints end-to-end / engine for both engine figures; ``--record`` stores end
-to end ÷ whole path in the model's profile as ``service_efficiency``, which the planner applies.
+``--users`` users. Prints end-to-end / engine for both engine figures; ``--record`` stores the
+whole path and end to end ÷ whole path (both measured here, on the load tester's images) in the
+model's profile as ``pipeline_images_per_s`` and ``service_efficiency``, which the planner uses.
 Run it against an idle service on the same machine (``make run``).
 """
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument(
         "--record",
         action="store_true",
-        help="store end to end ÷ whole path as the model's service_efficiency in ML_PROFILES_PATH",
+        help="store the whole path and end to end ÷ whole path in the model's profile",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,9 +73,10 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.record:
         ratio = e2e["images_per_s"] / full
-        if not record_service_efficiency(
-            settings.profiles_path, engine.probe.key, profile_key, ratio
-        ):
+        recorded = record_service_efficiency(
+            settings.profiles_path, engine.probe.key, profile_key, ratio, pipeline=full
+        )
+        if not recorded:
             sys.exit(f"no profile {profile_key} for {engine.probe.key}: run the profiler first")
 
 

@@ -105,8 +105,8 @@ def test_a_recorded_service_efficiency_scales_the_whole_path(tmp_path) -> None: 
     profile = ModelProfile(0, 100, 1, 1, points=points, pipeline_images_per_s=60)
     book.put("cpu", "hrnet/small:torch", profile)
     book.save(path)
-    assert record_service_efficiency(path, "cpu", "hrnet/small:torch", 0.6667)
-    assert not record_service_efficiency(path, "cpu", "unet/small:torch", 0.5)  # no profile
+    assert record_service_efficiency(path, "cpu", "hrnet/small:torch", 0.6667, pipeline=60)
+    assert not record_service_efficiency(path, "cpu", "unet/small:torch", 0.5, pipeline=1)
     book = ProfileBook.load(path)
     plan = plan_device(Device("cpu", 24, 0.0, 0.0, "cpu"), {"hrnet": 10}, 60, book, "small")
     assert plan.rates["hrnet"].images_per_s == pytest.approx(60 * 0.667)
