@@ -47,15 +47,11 @@ def load_pool(settings: EngineSettings, *models: str) -> ModelPool:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, onnx_cache_dir: Path) -> EngineSettings:
-    return EngineSettings(
-        device="cpu",
-        max_queue_delay_ms=5,
-        profiles_path=tmp_path_factory.mktemp("p") / "batch_sizes.json",
-        backend="onnxruntime",  # ML_BACKEND=auto: test_backend_choice.py
-        onnx_cache_dir=onnx_cache_dir,
-        max_image_pixels=4_000_000,
-    )
+def settings(settings: EngineSettings) -> EngineSettings:
+    """The package's CPU settings (conftest.py), on ONNX Runtime, with a smaller pixel cap."""
+    return settings.model_copy(
+        update={"backend": "onnxruntime", "max_image_pixels": 4_000_000}
+    )  # ML_BACKEND=auto: test_backend_choice.py
 
 
 @pytest.fixture(scope="module")
