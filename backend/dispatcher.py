@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK = 0x43534450  # "CSDP"
 TASK_SEGMENT = "workers.tasks.segment_image"  # the workers' task name (a string contract)
+WORKERS_REFRESH_S = 0.5
 
 
 def make_sender(settings: Settings) -> Celery:
@@ -45,6 +46,14 @@ def make_sender(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
     )
     return app
+
+
+def free_capacity(
+    queues: list[str], serving: dict[str, int], in_flight: dict[str, int], per_worker: int
+) -> dict[str, int]:
+    """Images each queue may take now: ``per_worker`` per worker taking work there, minus what
+    is dispatched or processing there (never negative; 0 for a queue nobody serves)."""
+    return {q: max(0, per_worker * serving.get(q, 0) - in_flight.get(q, 0)) for q in queues}
 
 
 def assign_queues(free: dict[str, int], n: int) -> list[str]:
@@ -67,6 +76,7 @@ class Dispatcher:
         self.sender = sender
         self.redis = redis
         self._last_alive: dict[str, float] = {}  # queue → last time a live worker was seen
+        self._workers: tuple[float, list[WorkerHeartbeat]] | None = None  # (read at, workers)
         self.is_leader = False
         self.dispatched = 0
         self._wake = asyncio.Event()
@@ -112,7 +122,7 @@ class Dispatcher:
                 await self.requeue_stale()
                 next_sweep = loop.time() + min(30.0, self.settings.visibility_timeout_s / 2)
             try:
-                workers = await live_workers(self.redis)
+                workers = await self._live_workers()
                 await self.requeue_orphaned(workers)
                 sent = await self.tick(workers)
             except (OSError, BrokerError, RedisError) as exc:  # Redis down: nothing was sent
@@ -120,6 +130,15 @@ class Dispatcher:
                 sent = 0
             if not sent:
                 await self._sleep(self.settings.dispatch_interval_s)
+
+    async def _live_workers(self) -> list[WorkerHeartbeat]:
+        """The workers' heartbeats, read from Redis at most every :data:`WORKERS_REFRESH_S`
+        (a busy dispatcher ticks back to back; heartbeats change every few seconds, and a
+        draining worker's at once, so half a second of staleness is the most it costs)."""
+        now = asyncio.get_running_loop().time()
+        if self._workers is None or now - self._workers[0] >= WORKERS_REFRESH_S:
+            self._workers = (now, await live_workers(self.redis))
+        return self._workers[1]
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -129,12 +148,11 @@ class Dispatcher:
 
     async def tick(self, workers: list[WorkerHeartbeat]) -> int:
         """One dispatch round given the live workers; returns the number of images sent."""
-        queues = self.settings.queues
         serving = serving_queues(workers)
         per_worker = self.settings.dispatch_in_flight_per_queue
         async with self.pool.acquire() as conn, conn.transaction():
             in_flight = await work.in_flight_by_queue(conn)
-            free = {q: max(0, per_worker * serving.get(q, 0) - in_flight.get(q, 0)) for q in queues}
+            free = free_capacity(self.settings.queues, serving, in_flight, per_worker)
             capacity = sum(free.values())
             if capacity == 0:
                 return 0

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 WORKER_KEY_PREFIX = "cellseg:worker:"
 HEARTBEAT_TTL_S = 15
 
+# counters the workers keep in Redis and the gateway's /metrics reads (hashes)
+METRIC_BATCHES = "cellseg:metrics:batch_sizes"  # batch size → batches
+METRIC_IMAGES = "cellseg:metrics:images"  # done | failed → images
+
 
 def worker_key(name: str) -> str:
     """The Redis key of a worker's heartbeat."""

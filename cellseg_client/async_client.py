@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from cellseg_client.batching import plan_batches, send_isolating
+from cellseg_client.batching import plan_batches, send_isolating, too_large_message
 from cellseg_client.errors import ApiError, CellsegError, LocalFileError
 from cellseg_client.files import content_type
 from cellseg_client.retry import NO_RETRY, RetryPolicy
@@ -127,9 +127,8 @@ class AsyncClient:
         parts = [
             FilePart("files", p, n, content_type(p)) for p, n in zip(files, names, strict=True)
         ]
-        data = {"model": model, "threshold": repr(float(threshold)), "min_area": str(min_area)}
         response = await self.transport.request(
-            "POST", f"{API_PREFIX}/jobs", data=data, files=parts
+            "POST", f"{API_PREFIX}/jobs", data=_form(model, threshold, min_area), files=parts
         )
         return Job.from_json(response.json())
 
@@ -158,10 +157,7 @@ class AsyncClient:
         sub = Submission()
         for p in too_large:
             sub.rejected[p] = LocalFileError(
-                str(p),
-                "upload_too_large",
-                f"{sizes[p]} bytes is more than the server's upload limit of "
-                f"{limits.max_upload_mb} MB (MAX_UPLOAD_MB)",
+                str(p), "upload_too_large", too_large_message(sizes[p], limits)
             )
         slots = asyncio.Semaphore(self.max_concurrency)
 
@@ -273,11 +269,10 @@ class AsyncClient:
             ValidationFailed: the image failed (``code`` says why).
         """
         p = Path(path)
-        data = {"model": model, "threshold": repr(float(threshold)), "min_area": str(min_area)}
         response = await self.transport.request(
             "POST",
             f"{API_PREFIX}/segment",
-            data=data,
+            data=_form(model, threshold, min_area),
             files=[FilePart("file", p, p.name, content_type(p))],
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
@@ -314,15 +309,25 @@ class AsyncClient:
         try:
             body = ready.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             body = {}
-        error = body.get("error") if isinstance(body, dict) else None
-        checks = (error or {}).get("checks") if isinstance(error, dict) else body.get("checks")
+        error = body.get("error")
+        if isinstance(error, dict):
+            checks, message = error.get("checks"), str(error.get("message", ""))
+        else:
+            checks, message = body.get("checks"), ""
         return Health(
             alive=alive.status_code == 200,
             ready=ready.status_code == 200,
             checks=dict(checks or {}),
-            message=str(error.get("message", "")) if isinstance(error, dict) else "",
+            message=message,
         )
+
+
+def _form(model: str, threshold: float, min_area: int) -> dict[str, str]:
+    """The form fields of an upload (``POST /jobs`` and ``POST /segment``)."""
+    return {"model": model, "threshold": repr(float(threshold)), "min_area": str(min_area)}
 
 
 def _checked(fmt: str) -> str:

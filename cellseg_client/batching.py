@@ -55,6 +55,15 @@ def plan_batches(
     return batches, too_large
 
 
+def too_large_message(size: int, limits: Limits) -> str:
+    """Why a file of ``size`` bytes cannot be sent at all (see ``too_large`` of
+    :func:`plan_batches`)."""
+    return (
+        f"{size} bytes is more than the server's upload limit of "
+        f"{limits.max_upload_mb} MB (MAX_UPLOAD_MB)"
+    )
+
+
 async def send_isolating(
     batch: list[T], send: Callable[[list[T]], Awaitable[R]]
 ) -> list[tuple[list[T], R | ApiError]]:

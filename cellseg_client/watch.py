@@ -47,7 +47,9 @@ class JobTracker:
     def _image(self, job_id: str, data: dict[str, Any], source: str) -> list[Event]:
         image_id, status = str(data.get("image_id")), str(data.get("status"))
         known = self.images.get(image_id)
-        if known is not None and (known in IMAGE_TERMINAL or _RANK.get(status, 0) <= _RANK[known]):
+        if known is not None and (
+            known in IMAGE_TERMINAL or _RANK.get(status, 0) <= _RANK.get(known, 0)
+        ):
             return []
         self.images[image_id] = status
         return [Event(IMAGE_UPDATE, job_id, {**data, "job_id": job_id}, source)]

@@ -61,7 +61,7 @@ def table(summary: dict[str, Any], title: str) -> Table:
         ("latency p50 / p95 / p99 s", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
         ("time to first event p50 s", summary["time_to_first_event_s"]["p50"]),
         ("events lost", summary["events_lost"]),
-        ("errors", json.dumps(summary["errors"]) or "{}"),
+        ("errors", json.dumps(summary["errors"])),
         ("fairness (slowest/fastest user)", summary["fairness"]),
     ]
     for name, value in rows:

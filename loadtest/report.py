@@ -32,6 +32,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
+def _percentiles(values: list[float], qs: tuple[int, ...]) -> dict[str, float | None]:
+    """``{"p50": ..., ...}`` rounded to ms; None each when there are no values."""
+    return {f"p{q}": None if (v := percentile(values, q)) is None else round(v, 3) for q in qs}
+
+
 def summarize(run: RunResult) -> dict[str, Any]:
     done = [r for r in run.images if r.status == "done"]
     latencies = [r.done_at - r.accepted_at for r in done if r.done_at is not None]
@@ -41,7 +46,7 @@ def summarize(run: RunResult) -> dict[str, Any]:
     for u in range(run.users):
         mine = [r for r in done if r.user == u and r.done_at is not None]
         if mine:
-            span = max(r.done_at for r in mine if r.done_at) - min(r.accepted_at for r in mine)
+            span = max(r.done_at or 0.0 for r in mine) - min(r.accepted_at for r in mine)
             per_user[u] = len(mine) / max(span, 1e-9)
         else:
             per_user[u] = 0.0
@@ -58,14 +63,8 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "images_per_s": round(len(done) / wall, 3),
         "images_per_s_per_user": {str(u): round(v, 3) for u, v in per_user.items()},
-        "latency_s": {
-            f"p{q}": None if (v := percentile(latencies, q)) is None else round(v, 3)
-            for q in (50, 95, 99)
-        },
-        "time_to_first_event_s": {
-            "p50": None if (v := percentile(firsts, 50)) is None else round(v, 3),
-            "p95": None if (v := percentile(firsts, 95)) is None else round(v, 3),
-        },
+        "latency_s": _percentiles(latencies, (50, 95, 99)),
+        "time_to_first_event_s": _percentiles(firsts, (50, 95)),
         "events_lost": len(lost),
         "errors": errors,
         "fairness": round(min(rates) / max(rates), 3) if rates and max(rates) > 0 else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,11 @@ import socketio
 from rich.progress import Progress
 
 from cellseg_client.errors import ApiError, CellsegError
+from cellseg_client.files import content_type
 from cellseg_client.transport import AsyncTransport, FilePart
 from loadtest.report import ImageRecord, RunResult
+
+log = logging.getLogger(__name__)
 
 
 class NotLoopback(ValueError):
@@ -98,24 +102,24 @@ async def run_user(
 
     for name in ("image.update", "job.progress", "job.done"):
         sio.on(name, on(name))
-    await sio.connect(work.url, auth={"token": key}, transports=["websocket"])
+    try:
+        await sio.connect(work.url, auth={"token": key}, transports=["websocket"])
+    except socketio.exceptions.ConnectionError as exc:  # this user fails; the others go on
+        log.warning("user %d: Socket.IO refused: %s", user, exc)
+        run.errors["socketio_refused"] = run.errors.get("socketio_refused", 0) + 1
+        progress.advance(task, expected)
+        return
     http = AsyncTransport(work.url, key)
     try:
         model = work.models[user % len(work.models)]
-        files = [
-            FilePart("files", p, p.name, "image/png" if p.suffix == ".png" else "image/tiff")
-            for p in work.images
-        ]
+        files = [FilePart("files", p, p.name, content_type(p)) for p in work.images]
         try:
             response = await http.request(
                 "POST", "/api/v1/jobs", data={"model": model}, files=files
             )
-        except ApiError as exc:
-            run.errors[exc.code] = run.errors.get(exc.code, 0) + 1
-            progress.advance(task, expected)
-            return
         except CellsegError as exc:
-            run.errors[type(exc).__name__] = run.errors.get(type(exc).__name__, 0) + 1
+            code = exc.code if isinstance(exc, ApiError) else type(exc).__name__
+            run.errors[code] = run.errors.get(code, 0) + 1
             progress.advance(task, expected)
             return
         accepted = time.monotonic()

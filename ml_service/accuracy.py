@@ -19,16 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ml_service.engine import Engine, SegmentationParams
-from ml_service.evaluation import classical_segmentation, iou, real_sample_images
+from ml_service.evaluation import classical_segmentation, iou, real_sample_images, to_uint8
 from ml_service.settings import load_settings
 from ml_service.synthetic import generate_sample
 
 HELD_OUT_SEED = 20_000  # training uses seed 1, validation 10000
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    lo, hi = float(image.min()), float(image.max())
-    return np.round(255 * (image - lo) / max(hi - lo, 1e-9)).astype(np.uint8)
 
 
 def synthetic_iou(engine: Engine, model: str, n: int) -> float:

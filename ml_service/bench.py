@@ -43,22 +43,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from ml_service.backends import TorchBackend
-from ml_service.bench_fastpath import bench_fastpath_model
+from ml_service.bench_fastpath import bench_fastpath_model, drive
 from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.fastpath import FP32
 from ml_service.measure import median_latencies_s
+from ml_service.pipeline_rate import sample_pngs
 from ml_service.pool import LoadedModel, ModelPool
 from ml_service.profiles import ProfileBook
 from ml_service.settings import EngineSettings, load_settings
-from ml_service.synthetic import generate_sample
 from ml_service.threads import thread_plan
 
 log = logging.getLogger(__name__)
@@ -68,15 +67,6 @@ def _inputs(model: LoadedModel, n: int, seed: int = 0) -> list[np.ndarray]:
     size = model.spec.input_size
     rng = np.random.default_rng(seed)
     return [rng.random((model.spec.in_channels, size, size), dtype=np.float32) for _ in range(n)]
-
-
-def _drive(callers: int, items: list[np.ndarray], run_one: Any) -> float:
-    """Images/s when ``callers`` threads share ``items``, each calling ``run_one(item)``."""
-    shares = [items[i::callers] for i in range(callers)]
-    start = time.perf_counter()
-    with ThreadPoolExecutor(callers) as pool:
-        list(pool.map(lambda share: [run_one(x) for x in share], shares))
-    return len(items) / (time.perf_counter() - start)
 
 
 def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[str, Any]:
@@ -91,11 +81,11 @@ def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[st
     def batched(x: np.ndarray) -> None:
         engine.batchers[name].submit(x).result()
 
-    _drive(callers, items[: max(callers, 4)], locked)  # warm both paths
-    _drive(callers, items[: max(callers, 4)], batched)
+    drive(callers, items[: max(callers, 4)], locked)  # warm both paths
+    drive(callers, items[: max(callers, 4)], batched)
     sizes_before = dict(engine.stats.batches)
-    baseline = _drive(callers, items, locked)
-    batcher = _drive(callers, items, batched)
+    baseline = drive(callers, items, locked)
+    batcher = drive(callers, items, batched)
     sizes = {
         n: engine.stats.batches.get(n, 0) - sizes_before.get(n, 0) for n in engine.stats.batches
     }
@@ -111,13 +101,6 @@ def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[st
     }
 
 
-def _png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return bytes(buf.tobytes())
-
-
 def _engines_img_s(
     engines: dict[str, Engine], name: str, images: list[bytes], callers: int, rounds: int = 4
 ) -> dict[str, float]:
@@ -125,7 +108,7 @@ def _engines_img_s(
     go in ``rounds`` chunks, each chunk through every engine in turn, so a change of machine
     load during the run is shared between the engines."""
 
-    def drive(engine: Engine, chunk: list[bytes]) -> float:
+    def seconds_for(engine: Engine, chunk: list[bytes]) -> float:
         def one(data: bytes) -> None:
             engine.submit(data, name, SegmentationParams(0.5, 0)).result()
 
@@ -135,12 +118,12 @@ def _engines_img_s(
         return time.perf_counter() - start
 
     for engine in engines.values():  # warm up the path
-        drive(engine, images[:callers])
+        seconds_for(engine, images[:callers])
     seconds = dict.fromkeys(engines, 0.0)
     for r in range(rounds):
         chunk = images[r::rounds]
         for key, engine in engines.items():
-            seconds[key] += drive(engine, chunk)
+            seconds[key] += seconds_for(engine, chunk)
     return {key: len(images) / s for key, s in seconds.items()}
 
 
@@ -161,9 +144,7 @@ def bench_backends(
         "chosen": functools.partial(chosen.backend.run, x),
     }
     latency = median_latencies_s(runs, chosen.backend.device, repeats)
-    rng = np.random.default_rng(20_000)
-    size = chosen.spec.input_size
-    pngs = [_png(generate_sample(rng, size).image) for _ in range(images)]
+    pngs = sample_pngs(chosen.spec.input_size, images, seed=20_000, kind=None)
     e2e = _engines_img_s({"eager": eager, "chosen": engine}, name, pngs, callers)
     return {
         "model": chosen.spec.key,

@@ -19,9 +19,9 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ml_service.backends import InferenceBackend, TorchBackend
@@ -32,31 +32,22 @@ from ml_service.engine import Engine, SegmentationParams
 from ml_service.fastpath import FP32
 from ml_service.fastpath_choice import probe_batch
 from ml_service.imageio import decode_image
+from ml_service.pipeline_rate import sample_pngs
 from ml_service.pool import load_model
 from ml_service.preprocess import prepare
 from ml_service.profiles import ProfileBook
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
 from models.registry import get_spec
 
 
 def drive(callers: int, items: list[Any], run_one: Callable[[Any], object]) -> float:
-    """Images/s when ``callers`` threads share ``items``, each calling ``run_one(item)``."""
+    """Images/s when ``callers`` threads share ``items``, each calling ``run_one(item)`` (an
+    exception in a call is raised here, not lost in its thread)."""
     shares = [items[i::callers] for i in range(callers)]
     start = time.perf_counter()
-    threads = [threading.Thread(target=lambda s=share: [run_one(x) for x in s]) for share in shares]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(lambda share: [run_one(x) for x in share], shares))
     return len(items) / (time.perf_counter() - start)
-
-
-def _png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return bytes(buf.tobytes())
 
 
 def _torch(backend: InferenceBackend) -> TorchBackend:
@@ -150,8 +141,7 @@ def bench_fastpath_model(
             rates[f"{key}_mean_batch"] = sum(n * c for n, c in sizes.items()) / max(
                 1, sum(sizes.values())
             )
-        rng = np.random.default_rng(20_000)
-        pngs = [_png(generate_sample(rng, spec.input_size).image) for _ in range(images)]
+        pngs = sample_pngs(spec.input_size, images, seed=20_000, kind=None)
         params = SegmentationParams(0.5, 0)
         drive(callers, pngs[: len(warm)], lambda d: fast.submit(d, name, params).result())
         e2e = drive(callers, pngs, lambda d: fast.submit(d, name, params).result())

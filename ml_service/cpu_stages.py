@@ -39,7 +39,8 @@ def default_cpu_workers(cores: int) -> int:
     """``ML_CPU_WORKERS`` default: one process per core but one (at most 8), and none on a
     single core. Postprocessing is per-object Python that holds the GIL; in a process of its own
     it runs beside the model instead of taking turns with the task threads (on 2 cores: the
-    service end to end 33.5–38.8 → 43.7–51.4 img/s for hrnet/small, docs/benchmarks.md)."""
+    service end to end 33.5–36.0 → 43.7–51.4 img/s for hrnet/small at 8 users,
+    docs/benchmarks.md, "Load test")."""
     return 0 if cores <= 1 else min(cores - 1, 8)
 
 

@@ -157,6 +157,12 @@ def classical_segmentation(image: np.ndarray, polarity: str = "auto") -> np.ndar
     return classical_labels(image, polarity) > 0
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Min–max to 8 bits (how the real sample images are fed to the engine)."""
+    lo, hi = float(image.min()), float(image.max())
+    return np.round(255 * (image - lo) / max(hi - lo, 1e-9)).astype(np.uint8)
+
+
 def _skimage_data_file(name: str) -> np.ndarray:
     """Read an image shipped in the scikit-image wheel's ``data`` folder (no download)."""
     path = resources.files("skimage") / "data" / name

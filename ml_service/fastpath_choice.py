@@ -26,7 +26,7 @@ from torch import nn
 
 from ml_service.backends import TorchBackend
 from ml_service.cpu_stages import postprocess_outputs
-from ml_service.evaluation import iou, real_sample_images
+from ml_service.evaluation import iou, real_sample_images, to_uint8
 from ml_service.fastpath import FP32, FastPathConfig
 from ml_service.measure import measure_peak, median_latencies_s
 from ml_service.preprocess import prepare
@@ -56,13 +56,7 @@ def equivalence_images(synthetic: int = 6, seed: int = 20_000) -> list[np.ndarra
     """Held-out synthetic 256-px images (seed 20000) and the real samples as 8-bit."""
     rng = np.random.default_rng(seed)
     images = [generate_sample(rng, 256, KINDS[i % len(KINDS)]).image for i in range(synthetic)]
-    return images + [_to_uint8(image) for image in real_sample_images().values()]
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    """Min–max to 8 bits (as ``ml_service.accuracy`` feeds the real images)."""
-    lo, hi = float(image.min()), float(image.max())
-    return np.round(255 * (image - lo) / max(hi - lo, 1e-9)).astype(np.uint8)
+    return images + [to_uint8(image) for image in real_sample_images().values()]
 
 
 def foreground_masks(

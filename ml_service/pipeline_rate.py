@@ -26,16 +26,19 @@ from ml_service.settings import EngineSettings
 from ml_service.synthetic import generate_sample
 
 
-def sample_pngs(size: int, n: int, seed: int = 7) -> list[bytes]:
-    """``n`` synthetic cell images of ``size``² pixels, PNG-encoded."""
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an image array (as OpenCV writes it)."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8/uint16 images
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def sample_pngs(size: int, n: int, seed: int = 7, kind: str | None = "cells") -> list[bytes]:
+    """``n`` synthetic images of ``size``² pixels (``kind`` as ``generate_sample`` takes it:
+    cells by default, None for a random kind each), PNG-encoded."""
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        ok, buf = cv2.imencode(".png", generate_sample(rng, size, "cells").image)
-        if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
-            raise RuntimeError("PNG encoding failed")
-        out.append(buf.tobytes())
-    return out
+    return [encode_png(generate_sample(rng, size, kind).image) for _ in range(n)]
 
 
 def _one(engine: Engine, model: str, data: bytes) -> None:

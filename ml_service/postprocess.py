@@ -267,9 +267,8 @@ def _convex_image_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     points = (centres[:, None, :] + _DIAMOND[None, :, :]).reshape(-1, 2).astype(np.float32)
     hull = cv2.convexHull(points).reshape(-1, 2).astype(np.float64)
     ys = np.arange(math.ceil(hull[:, 1].min() - 1e-9), math.floor(hull[:, 1].max() + 1e-9) + 1)
-    starts = hull
-    dx = np.roll(hull, -1, axis=0)[:, 0] - hull[:, 0]
-    dy = np.roll(hull, -1, axis=0)[:, 1] - hull[:, 1]
+    step = np.roll(hull, -1, axis=0) - hull
+    starts, dx, dy = hull, step[:, 0], step[:, 1]
     slanted = dy != 0  # horizontal edges bound no row's x-interval
     starts, dx, dy = starts[slanted], dx[slanted], dy[slanted]
     bounds = starts[:, None, 0] + dx[:, None] * (ys[None, :] - starts[:, None, 1]) / dy[:, None]

@@ -24,6 +24,7 @@ import redis
 
 from backend.db.pool import create_pool
 from backend.events import EventPublisher
+from backend.heartbeats import METRIC_BATCHES, METRIC_IMAGES, worker_key
 from backend.settings import Settings, get_settings
 from ml_service.engine import Engine
 from ml_service.settings import get_settings as get_engine_settings
@@ -33,10 +34,6 @@ from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-HEARTBEAT_KEY = "cellseg:worker:{name}"
-METRIC_BATCHES = "cellseg:metrics:batch_sizes"  # hash: batch size → batches
-METRIC_IMAGES = "cellseg:metrics:images"  # hash: done|failed → images
 
 
 class WorkerRuntime:
@@ -140,7 +137,7 @@ class WorkerRuntime:
         }
 
     def _heartbeat(self) -> None:
-        key = HEARTBEAT_KEY.format(name=self.worker.worker_name)
+        key = worker_key(self.worker.worker_name)
         ttl = max(3, int(self.worker.worker_heartbeat_s * 3))
         while not self._stop.is_set():
             try:
@@ -156,7 +153,7 @@ class WorkerRuntime:
             self.watchdog.stop()
         self._wake.set()
         try:
-            self.redis.delete(HEARTBEAT_KEY.format(name=self.worker.worker_name))
+            self.redis.delete(worker_key(self.worker.worker_name))
         except redis.RedisError:
             pass
         self.engine.close()

@@ -14,11 +14,10 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from backend.heartbeats import METRIC_BATCHES, METRIC_IMAGES
+
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-METRIC_BATCHES = "cellseg:metrics:batch_sizes"  # written by workers (workers/runtime.py)
-METRIC_IMAGES = "cellseg:metrics:images"
 
 
 class _Snapshot:

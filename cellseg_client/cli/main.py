@@ -327,10 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; re-run the same command to resume")
         return Exit.INTERRUPTED
-    except (UsageError, ManifestError) as exc:
-        log.error("%s", exc)
-        return Exit.USAGE
-    except FileNotFoundError as exc:
+    except (UsageError, ManifestError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return Exit.USAGE
     except (ServiceUnavailable, ServerError, RateLimited) as exc:

@@ -110,8 +110,8 @@ class Manifest:
         """Load ``OUT/cellseg-manifest.jsonl`` (or start it) for a run with ``params``.
 
         Raises:
-            ManifestError: it records a run with other parameters, or a line other than the
-                last is not JSON.
+            ManifestError: it records a run with other parameters, its first line is not a run
+                record, or a line other than the last is not JSON.
         """
         out.mkdir(parents=True, exist_ok=True)
         path = out / MANIFEST_NAME
@@ -119,8 +119,15 @@ class Manifest:
         existing = _read(path)
         if existing:
             head = existing[0]
-            recorded = RunParams(head["model"], float(head["threshold"]), int(head["min_area"]))
-            if head.get("op") != "run" or not recorded.matches(params):
+            try:
+                if head.get("op") != "run":
+                    raise ValueError("the first line is not a run record")
+                recorded = RunParams(
+                    str(head["model"]), float(head["threshold"]), int(head["min_area"])
+                )
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise ManifestError(f"{path} is not a cellseg manifest: {exc}") from None
+            if not recorded.matches(params):
                 raise ManifestError(
                     f"{out} holds a run with model={recorded.model} threshold="
                     f"{recorded.threshold:g} min_area={recorded.min_area}; use another --out "

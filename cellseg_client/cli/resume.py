@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cellseg_client.async_client import AsyncClient
-from cellseg_client.cli.manifest import Manifest, Pending
+from cellseg_client.cli.manifest import Manifest, Pending, RunParams
 from cellseg_client.errors import NotFound
 from cellseg_client.schema import Job
 
@@ -62,11 +62,8 @@ async def reconcile(client: AsyncClient, manifest: Manifest) -> int:
         created = _created(job)
         if created is not None and created < oldest:
             break
-        if (
-            job.id not in known
-            and job.model == params.model
-            and abs(job.threshold - params.threshold) < 1e-9
-            and job.min_area == params.min_area
+        if job.id not in known and params.matches(
+            RunParams(job.model, job.threshold, job.min_area)
         ):
             candidates.append(job)
     adopted = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cellseg_client.async_client import AsyncClient
-from cellseg_client.batching import plan_batches, send_isolating
+from cellseg_client.batching import plan_batches, send_isolating, too_large_message
 from cellseg_client.cli import outputs
 from cellseg_client.cli.manifest import Manifest, RunParams
 from cellseg_client.cli.progress import Display, Snapshot
@@ -168,12 +168,7 @@ class SegmentRun:
                     todo, size.__getitem__, limits, self.opts.max_files_per_job
                 )
                 for h in too_large:
-                    self._reject(
-                        h,
-                        "upload_too_large",
-                        f"{size[h]} bytes is more than the server's upload limit of "
-                        f"{limits.max_upload_mb} MB (MAX_UPLOAD_MB)",
-                    )
+                    self._reject(h, "upload_too_large", too_large_message(size[h], limits))
                 slots = asyncio.Semaphore(max(self.opts.concurrency, 1))
                 async with asyncio.TaskGroup() as tg:
                     for batch in batches:

@@ -7,7 +7,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,23 @@ def write_pngs(folder: Path, n: int, seed: int, prefix: str = "img") -> list[Pat
         path.write_bytes(buf.tobytes())
         paths.append(path)
     return paths
+
+
+def wait_healthy(
+    url: str, within_s: float, probe_timeout_s: float, alive: Callable[[], bool] = lambda: True
+) -> bool:
+    """Whether ``URL/healthz`` answers 200 within ``within_s`` seconds (False at once when
+    ``alive()`` turns False: the process behind it died)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=probe_timeout_s).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not alive():
+            return False
+        time.sleep(0.2)
 
 
 @dataclass
@@ -77,16 +94,8 @@ def small_gateway(service: Service) -> Iterator[str]:
         {"GATEWAY_PORT": str(port), "MAX_FILES_PER_JOB": str(SMALL_MAX_FILES)},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"small gateway not up:\n{service.log(name)[-2000:]}")
-        time.sleep(0.2)
+    if not wait_healthy(url, within_s=60, probe_timeout_s=2):
+        raise TimeoutError(f"small gateway not up:\n{service.log(name)[-2000:]}")
     try:
         yield url
     finally:
@@ -134,17 +143,9 @@ def nginx_front(service: Service, tmp_path_factory: pytest.TempPathFactory) -> I
         stderr=log.open("wb"),
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError(f"nginx did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    if not wait_healthy(url, within_s=20, probe_timeout_s=1, alive=lambda: proc.poll() is None):
+        proc.kill()
+        raise RuntimeError(f"nginx did not start: {log.read_text()[-2000:]}")
     try:
         yield url
     finally:

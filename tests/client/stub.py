@@ -1,6 +1,6 @@
 """Tiny real HTTP servers on loopback for the client tests (uvicorn in a thread, raw ASGI):
 a scripted server answering canned responses, and a rate-limiting reverse proxy in front of
-the real gateway (the nginx of the ops issue does not exist yet)."""
+the real gateway (slow answers, a per-second limit, no Socket.IO)."""
 
 from __future__ import annotations
 

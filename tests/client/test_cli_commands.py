@@ -98,3 +98,15 @@ def test_usage_refusal_and_unreachable_exit_codes(
         == Exit.USAGE
     )  # OUT holds a run with other parameters
     assert image_rows(service, user) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["--format", "xml"], ["--format", ","], ["--concurrency", "0"], ["--max-files-per-job", "-1"]],
+)
+def test_bad_segment_options_are_usage_errors(bad: list[str], tmp_path: Path) -> None:
+    argv = ["--url", "http://127.0.0.1:1", "--api-key", "k", "segment", str(tmp_path)]
+    with pytest.raises(SystemExit) as usage:
+        main([*argv, "--model", "hrnet", "--out", str(tmp_path / "out"), *bad])
+    assert usage.value.code == Exit.USAGE
+    assert not (tmp_path / "out").exists()

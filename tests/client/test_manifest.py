@@ -34,8 +34,13 @@ def test_a_reopened_manifest_remembers_everything(tmp_path: Path) -> None:
 
 def test_other_parameters_are_refused(tmp_path: Path) -> None:
     Manifest.open(tmp_path, PARAMS).close()
-    with pytest.raises(ManifestError, match="another --out"):
-        Manifest.open(tmp_path, RunParams("unet", 0.5, 50))
+    for other in (
+        RunParams("unet", 0.5, 50),
+        RunParams("hrnet", 0.6, 50),
+        RunParams("hrnet", 0.5, 51),
+    ):
+        with pytest.raises(ManifestError, match="another --out"):
+            Manifest.open(tmp_path, other)
     Manifest.open(tmp_path, RunParams("hrnet", 0.5, 50)).close()
 
 
@@ -57,4 +62,19 @@ def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
     with (tmp_path / MANIFEST_NAME).open("a") as f:
         f.write("garbage\n{}\n")
     with pytest.raises(ManifestError, match="not JSON"):
+        Manifest.open(tmp_path, PARAMS)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        '{"op": "uploaded", "model": "unet"}',
+        '{"op": "run"}',
+        '{"op": "run", "model": "unet", "threshold": "high", "min_area": 5}',
+        "[1, 2]",
+    ],
+)
+def test_a_file_that_is_not_a_manifest_is_refused_clearly(tmp_path: Path, head: str) -> None:
+    (tmp_path / MANIFEST_NAME).write_text(head + "\n")
+    with pytest.raises(ManifestError, match="not a cellseg manifest"):
         Manifest.open(tmp_path, PARAMS)

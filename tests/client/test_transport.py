@@ -106,3 +106,47 @@ def test_no_server_at_all_is_a_transport_error_after_the_retries() -> None:
     with Client(url, "k", retry=FAST) as client, pytest.raises(TransportError):
         client.jobs()
     assert time.monotonic() - started < 5
+
+
+def test_bad_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    app = Scripted(Reply(200, JOB))
+    with ServerThread(app) as srv, Client(srv.url, "k", retry=FAST) as client:
+        with pytest.raises(ValueError, match="unknown format 'xml'"):
+            client.results("j1", "xml")
+        with pytest.raises(ValueError, match="unknown format 'png'"):
+            client.image_result("j1", "i1", "png")
+        with pytest.raises(ValueError, match="filenames must name every file"):
+            client.create_job([image], "hrnet", filenames=["a.png", "b.png"])
+    assert app.seen == []
+    with pytest.raises(ValueError, match="max_concurrency"):
+        Client("http://127.0.0.1:1", "k", max_concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("ready", "checks", "message"),
+    [
+        (
+            Reply(
+                503,
+                b'{"error": {"code": "not_ready", "message": "no worker",'
+                b' "checks": {"redis": {"ok": true}}}}',
+            ),
+            {"redis": {"ok": True}},
+            "no worker",
+        ),
+        (Reply(200, b'{"checks": {"postgres": {"ok": true}}}'), {"postgres": {"ok": True}}, ""),
+        (Reply(503, b'["not", "an", "object"]'), {}, ""),
+        (Reply(502, b"<html>Bad Gateway</html>", {"content-type": "text/html"}), {}, ""),
+    ],
+)
+def test_health_reads_any_readyz_answer(
+    ready: Reply, checks: dict[str, object], message: str
+) -> None:
+    app = Scripted(Reply(200, b'{"status": "ok"}'), ready)
+    with ServerThread(app) as srv, Client(srv.url, None) as client:
+        health = client.health()
+    assert [s.path for s in app.seen] == ["/healthz", "/readyz"]  # probes are never retried
+    assert health.alive and health.ready == (ready.status == 200)
+    assert (health.checks, health.message) == (checks, message)

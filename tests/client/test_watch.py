@@ -70,3 +70,12 @@ def test_events_of_jobs_not_watched_are_ignored() -> None:
     t.add("j")
     assert t.on_socket("image.update", {"job_id": "other", "image_id": "x", "status": "done"}) == []
     assert t.on_socket("job.progress", "not a dict") == []
+
+
+def test_a_status_the_client_does_not_know_does_not_break_the_tracker() -> None:
+    t = JobTracker()
+    t.add("j")
+    paused = t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "paused"})
+    assert [e.data["status"] for e in paused] == ["paused"]
+    done = t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "done"})
+    assert [e.data["status"] for e in done] == ["done"]

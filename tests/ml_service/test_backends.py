@@ -7,12 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from ml_service.accuracy import to_uint8
 from ml_service.backends import (
     DeviceOutOfMemory,
     OnnxRuntimeBackend,
@@ -22,30 +20,24 @@ from ml_service.backends import (
 from ml_service.device import CpuProbe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.errors import BackendUnavailable
-from ml_service.evaluation import iou, real_sample_images
+from ml_service.evaluation import iou
+from ml_service.fastpath_choice import equivalence_images
 from ml_service.onnx_export import INPUT_NAME, ensure_onnx
+from ml_service.pipeline_rate import encode_png
 from ml_service.pool import ModelPool, build_module, make_backend
 from ml_service.preprocess import prepare
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
 from ml_service.threads import thread_plan
 from models.registry import MODEL_NAMES, get_spec
 
 LOGIT_ATOL = 1e-3  # |Δ logit|; bounds |Δ probability| by 2.5e-4
 
 
-def png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    assert ok
-    return buf.tobytes()
-
-
 @pytest.fixture(scope="module")
 def test_images() -> list[np.ndarray]:
-    rng = np.random.default_rng(20_000)  # held out: training uses 1, validation 10000
-    kinds = ("cells", "spheroids", "rings")
-    images = [generate_sample(rng, 256, kinds[i % 3]).image for i in range(6)]
-    return images + [to_uint8(image) for image in real_sample_images().values()]
+    """Held-out synthetic images (seed 20000; training uses 1, validation 10000) and the real
+    samples as 8-bit: those the fast-path choice checks masks on."""
+    return equivalence_images()
 
 
 def engine_on(settings: EngineSettings, backend: str) -> Engine:
@@ -93,7 +85,7 @@ def test_masks_agree_through_the_full_engine_path(
     assert {e.pool.get(model).backend.name for e in engines.values()} == set(engines)
     params = SegmentationParams(0.5, 0)
     for i, image in enumerate(test_images):
-        data = png(image)
+        data = encode_png(image)
         a = engines["torch"].segment(data, model, params)
         b = engines["onnxruntime"].segment(data, model, params)
         assert iou(a.labels > 0, b.labels > 0) >= 0.99, f"image {i}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,16 +21,11 @@ from ml_service.cpu_stages import (
 from ml_service.device import CpuProbe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.errors import ImageTooLarge, InvalidImage
+from ml_service.pipeline_rate import encode_png
 from ml_service.pool import ModelPool
 from ml_service.preprocess import prepare
 from ml_service.settings import EngineSettings
 from ml_service.synthetic import generate_sample
-
-
-def png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    assert ok
-    return buf.tobytes()
 
 
 def test_pixel_exact_only_where_restore_copies_pixels() -> None:
@@ -66,7 +60,7 @@ def test_worker_processes_raise_the_engines_typed_errors() -> None:
         stages.start()
         with pytest.raises(InvalidImage):
             stages.call(decode_and_prepare, b"\x89PNG\r\n\x1a\n" + b"\0" * 20, 10**8, 256, 32)
-        big = png(np.zeros((300, 300), np.uint8))
+        big = encode_png(np.zeros((300, 300), np.uint8))
         with pytest.raises(ImageTooLarge):
             stages.call(decode_and_prepare, big, 1000, 256, 32)
     finally:
@@ -74,20 +68,13 @@ def test_worker_processes_raise_the_engines_typed_errors() -> None:
 
 
 def test_engine_results_are_identical_with_and_without_worker_processes(
-    tmp_path: Path, onnx_cache_dir: Path
+    settings: EngineSettings,
 ) -> None:
-    settings = EngineSettings(
-        device="cpu",
-        models=("hrnet",),
-        backend="torch",
-        max_queue_delay_ms=5,
-        profiles_path=tmp_path / "batch_sizes.json",
-        onnx_cache_dir=onnx_cache_dir,
-    )
+    settings = settings.model_copy(update={"models": ("hrnet",), "backend": "torch"})
     rng = np.random.default_rng(7)
-    images = [png(generate_sample(rng, 256).image) for _ in range(4)]
-    images.append(png(cv2.resize(generate_sample(rng, 256).image, (600, 520))))  # tiled
-    images.append(png(cv2.resize(generate_sample(rng, 256).image, (300, 300))))  # shrunk
+    images = [encode_png(generate_sample(rng, 256).image) for _ in range(4)]
+    images.append(encode_png(cv2.resize(generate_sample(rng, 256).image, (600, 520))))  # tiled
+    images.append(encode_png(cv2.resize(generate_sample(rng, 256).image, (300, 300))))  # shrunk
     results = {}
     for workers in (0, 2):
         s = settings.model_copy(update={"cpu_workers": workers})

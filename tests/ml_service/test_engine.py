@@ -22,17 +22,12 @@ from ml_service.errors import (
     UnsupportedFormat,
 )
 from ml_service.evaluation import iou
+from ml_service.pipeline_rate import encode_png
 from ml_service.pool import ModelPool
 from ml_service.profiles import ModelProfile, ProfileBook
 from ml_service.settings import EngineSettings
 from ml_service.synthetic import generate_sample
 from tests.ml_service.fakes import RecordingBackend
-
-
-def png(image: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", image)
-    assert ok
-    return buf.tobytes()
 
 
 def disc_image(h: int, w: int, centres: list[tuple[int, int]], r: int = 14) -> np.ndarray:
@@ -81,7 +76,9 @@ def test_engine_describes_models_weights_and_batching(engine: Engine) -> None:
 def test_trained_model_segments_held_out_synthetic_images(engine: Engine, model: str) -> None:
     rng = np.random.default_rng(123_456)  # seeds never used in training or validation
     samples = [generate_sample(rng, 256) for _ in range(8)]
-    futures = [engine.submit(png(s.image), model, SegmentationParams(0.5, 0)) for s in samples]
+    futures = [
+        engine.submit(encode_png(s.image), model, SegmentationParams(0.5, 0)) for s in samples
+    ]
     results = [f.result(timeout=120) for f in futures]
     scores = [iou(r.labels > 0, s.mask) for r, s in zip(results, samples, strict=True)]
     assert np.mean(scores) >= 0.8, scores
@@ -95,7 +92,7 @@ def test_concurrent_callers_across_models_get_the_same_answer_as_one_caller(
     engine: Engine,
 ) -> None:
     rng = np.random.default_rng(5)
-    images = [png(generate_sample(rng, 256).image) for _ in range(6)]
+    images = [encode_png(generate_sample(rng, 256).image) for _ in range(6)]
     jobs = [(img, model) for img in images for model in ("hrnet", "unet")]
     alone = [engine.segment(img, m).labels for img, m in jobs]
     with ThreadPoolExecutor(8) as callers:
@@ -109,7 +106,7 @@ def test_large_image_is_tiled_and_objects_come_back_in_original_coordinates(
 ) -> None:
     centres = [(40, 40), (300, 60), (620, 410), (250, 250), (500, 120)]
     image = disc_image(480, 660, centres)
-    result = engine.segment(png(image), "unet", SegmentationParams(0.5, 20))
+    result = engine.segment(encode_png(image), "unet", SegmentationParams(0.5, 20))
     assert result.tiles > 1
     found = sorted((round(o.centroid[0]), round(o.centroid[1])) for o in result.objects)
     assert len(found) == len(centres)
@@ -123,14 +120,14 @@ def test_sixteen_bit_tiff_with_narrow_range_segments_like_its_8_bit_version(
     image8 = disc_image(200, 200, [(60, 60), (140, 130)])
     image16 = (image8.astype(np.uint16) * 4 + 1000).astype(np.uint16)  # 1000..1800 of 65535
     tifffile.imwrite(tmp_path / "x.tif", image16)
-    r8 = engine.segment(png(image8), "hrnet")
+    r8 = engine.segment(encode_png(image8), "hrnet")
     r16 = engine.segment((tmp_path / "x.tif").read_bytes(), "hrnet")
     assert len(r16.objects) == len(r8.objects) == 2
     assert iou(r8.labels > 0, r16.labels > 0) >= 0.95
 
 
 def test_outputs_encode(engine: Engine) -> None:
-    result = engine.segment(png(disc_image(128, 128, [(64, 64)], r=30)), "unet")
+    result = engine.segment(encode_png(disc_image(128, 128, [(64, 64)], r=30)), "unet")
     assert result.to_json()["objects"]
     assert result.to_geojson()["type"] == "FeatureCollection"
     assert result.to_coco()["annotations"]
@@ -156,11 +153,11 @@ def test_bad_image_fails_its_future_with_a_typed_error(
 def test_image_over_pixel_limit_is_refused(engine: Engine) -> None:
     big = np.zeros((2100, 2000), np.uint8)
     with pytest.raises(ImageTooLarge):
-        engine.submit(png(big), "hrnet").result(timeout=30)
+        engine.submit(encode_png(big), "hrnet").result(timeout=30)
 
 
 def test_unknown_model_and_bad_parameters_raise_at_submit(engine: Engine) -> None:
-    image = png(disc_image(64, 64, [(32, 32)]))
+    image = encode_png(disc_image(64, 64, [(32, 32)]))
     with pytest.raises(UnknownModel, match="loaded models"):
         engine.submit(image, "segformer")
     with pytest.raises(InvalidParameters, match="threshold"):
@@ -182,7 +179,7 @@ def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) ->
     book.put(CpuProbe().key, "hrnet/small:torch", ModelProfile(0, 1, 4, 4, input_size=(256, 256)))
     with Engine(settings, pool.models, CpuProbe(), profiles=book) as eng:
         rng = np.random.default_rng(9)
-        images = [png(generate_sample(rng, 256, "cells").image) for _ in range(8)]
+        images = [encode_png(generate_sample(rng, 256, "cells").image) for _ in range(8)]
         with ThreadPoolExecutor(8) as callers:
             results = list(callers.map(lambda d: eng.submit(d, "hrnet").result(60), images))
         assert all(len(r.objects) > 0 for r in results)  # nothing lost

@@ -11,6 +11,8 @@ from ml_service.settings import EngineSettings
 def test_sample_pngs_are_deterministic_pngs() -> None:
     a, b = sample_pngs(64, 2), sample_pngs(64, 2)
     assert a == b and all(p.startswith(b"\x89PNG") for p in a)
+    mixed = sample_pngs(64, 3, seed=20_000, kind=None)  # the bench's: a random kind each
+    assert mixed == sample_pngs(64, 3, seed=20_000, kind=None) and mixed[:2] != a
 
 
 def test_measure_pipeline_runs_the_engine(settings: EngineSettings) -> None:

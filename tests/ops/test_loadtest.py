@@ -32,6 +32,23 @@ def test_three_users_every_image_done_no_event_lost(service: Service, tmp_path: 
     assert summary["images_per_s"] > 0
 
 
+def test_a_user_whose_socket_is_refused_is_an_error_not_the_end_of_the_run(
+    service: Service, tmp_path: Path
+) -> None:
+    good = service.create_user("load-good")
+    work = Workload(
+        url=service.url,
+        users=2,
+        images=synthetic_images(1, 256, tmp_path),
+        models=["unet"],
+        timeout_s=120,
+        api_keys=(good, "not-a-key"),
+    )
+    summary = summarize(asyncio.run(run_workload(work)))
+    assert summary["errors"] == {"socketio_refused": 1}
+    assert summary["done"] == 1  # the other user's image went through
+
+
 def test_only_loopback_targets() -> None:
     for url in ("http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:80"):
         check_loopback(url)

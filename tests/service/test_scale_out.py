@@ -181,6 +181,8 @@ def test_workers_route_lists_both_workers_for_admins_only(cluster: Cluster) -> N
         refused = httpx.get(f"{url}/api/v1/workers", headers=auth(key), timeout=10)
         assert refused.status_code in (401, 403)
         assert refused.json()["error"]["code"]
+        anonymous = httpx.get(f"{url}/api/v1/workers", timeout=10)
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"]
         workers = cluster.workers(url)
         assert sorted(w["queue"] for w in workers) == sorted(cluster.queues.values())
         for w in workers:
