@@ -4,6 +4,10 @@ Reports images/s overall and per user, per-image latency p50/p95/p99 (upload acc
 final ``image.update``), time to first progress event, events lost, errors by code and
 fairness (slowest user's throughput / fastest's), as a table and as JSON. ``--baseline`` first
 runs the same workload with 1 user and reports p95 at N users over p95 at 1 user.
+
+``--mode burst`` (default) uploads each user's images as one job; ``--mode closed`` uploads them
+one at a time, each after the previous result and a think time of mean ``--think-s`` seconds (see
+:mod:`loadtest.runner`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadtest.report import summarize
-from loadtest.runner import Workload, run_workload
+from loadtest.runner import MODES, Workload, run_workload
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
@@ -81,9 +85,15 @@ async def run(args: argparse.Namespace, images: list[Path]) -> dict[str, Any]:
             timeout_s=args.timeout,
             admin_key=args.admin_key,
             api_keys=tuple(args.api_key or ()),
+            mode=args.mode,
+            think_s=args.think_s,
         )
 
-    report: dict[str, Any] = {"command": "python -m loadtest " + " ".join(sys.argv[1:])}
+    report: dict[str, Any] = {
+        "command": "python -m loadtest " + " ".join(sys.argv[1:]),
+        "mode": args.mode,
+        "think_s": args.think_s,
+    }
     if args.baseline:
         report["baseline"] = summarize(await run_workload(workload(1)))
     report["run"] = summarize(await run_workload(workload(args.users)))
@@ -107,7 +117,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", action="store_true", help="also run with 1 user first")
     parser.add_argument("--timeout", type=float, default=600.0, help="per user, seconds")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--mode", choices=MODES, default="burst", help="one job per user, or one image at a time"
+    )
+    parser.add_argument(
+        "--think-s",
+        type=float,
+        default=0.0,
+        help="closed mode: mean pause after each result (exponential)",
+    )
     args = parser.parse_args(argv)
+    if args.think_s < 0:
+        parser.error("--think-s must be >= 0")
+    if args.think_s and args.mode != "closed":
+        parser.error("--think-s applies to --mode closed only")
     with tempfile.TemporaryDirectory() as tmp:
         if args.images == "synthetic":
             images = synthetic_images(args.images_per_user, args.size, Path(tmp))
@@ -116,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         report = asyncio.run(run(args, images))
     console = Console()
     if "baseline" in report:
-        console.print(table(report["baseline"], "baseline: 1 user"))
-    console.print(table(report["run"], f"{args.users} users"))
+        console.print(table(report["baseline"], f"baseline: 1 user, {args.mode}"))
+    console.print(table(report["run"], f"{args.users} users, {args.mode}"))
     if report.get("p95_ratio") is not None:
         console.print(f"p95 latency at {args.users} users / at 1 user: {report['p95_ratio']}x")
     if args.json:

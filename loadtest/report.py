@@ -22,6 +22,7 @@ class ImageRecord:
 @dataclass
 class RunResult:
     users: int
+    mode: str = "burst"  # loadtest.runner.MODES
     images: list[ImageRecord] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
@@ -35,6 +36,19 @@ def percentile(values: list[float], q: float) -> float | None:
 def _percentiles(values: list[float], qs: tuple[int, ...]) -> dict[str, float | None]:
     """``{"p50": ..., ...}`` rounded to ms; None each when there are no values."""
     return {f"p{q}": None if (v := percentile(values, q)) is None else round(v, 3) for q in qs}
+
+
+def _latency_fairness(done: list[ImageRecord], users: int) -> float:
+    """Closed mode: throughput follows each user's random think times, while what a user feels
+    is latency; fairness is the fastest user's median latency over the slowest user's (0 when
+    a user got nothing done)."""
+    medians = []
+    for u in range(users):
+        mine = [r.done_at - r.accepted_at for r in done if r.user == u and r.done_at is not None]
+        if not mine:
+            return 0.0
+        medians.append(float(np.median(mine)))
+    return round(min(medians) / max(medians), 3) if max(medians) > 0 else 1.0
 
 
 def summarize(run: RunResult) -> dict[str, Any]:
@@ -51,6 +65,9 @@ def summarize(run: RunResult) -> dict[str, Any]:
         else:
             per_user[u] = 0.0
     rates = list(per_user.values())
+    fairness = round(min(rates) / max(rates), 3) if rates and max(rates) > 0 else None
+    if run.mode == "closed":
+        fairness = _latency_fairness(done, run.users)
     lost = [r for r in run.images if r.status is not None and r.done_at is None]
     errors = dict(run.errors)
     for r in run.images:
@@ -67,5 +84,5 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "time_to_first_event_s": _percentiles(firsts, (50, 95)),
         "events_lost": len(lost),
         "errors": errors,
-        "fairness": round(min(rates) / max(rates), 3) if rates and max(rates) > 0 else None,
+        "fairness": fairness,
     }

@@ -1,11 +1,24 @@
 """Drive N users at once: each creates (or is given) an API key, listens on Socket.IO, uploads
-its images as one job, and records when each image was accepted and when its events came."""
+its images, and records when each image was accepted and when its events came.
+
+Two ways a user sends its images (``Workload.mode``):
+
+- ``burst``: all of them as one job at once. Each image's latency then includes waiting
+  behind the user's own other images, so it measures throughput and fairness under backlog.
+- ``closed``: one image per job, the next uploaded only when the previous one's final event
+  arrived and a think time passed (a person looking at the result). Latency is then the
+  service time of one image under the others' load: the seed's "8 users, latency < 2x one
+  user" criterion. Think times are drawn from an exponential distribution with mean
+  ``think_s`` and each user starts after one such draw (seeded per user, so runs repeat), so
+  users do not march in lockstep as identical fixed pauses would make them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +52,9 @@ def check_loopback(url: str) -> None:
     raise NotLoopback(f"{url}: load tests target loopback addresses only (127.0.0.0/8, ::1)")
 
 
+MODES = ("burst", "closed")
+
+
 @dataclass(frozen=True)
 class Workload:
     url: str
@@ -48,6 +64,20 @@ class Workload:
     timeout_s: float = 600.0
     admin_key: str | None = None
     api_keys: tuple[str, ...] = ()
+    mode: str = "burst"  # see the module docstring
+    think_s: float = 0.0  # closed mode: pause after each result
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.think_s < 0:
+            raise ValueError(f"think time must be >= 0, not {self.think_s}")
+        if self.users < 1 or not self.images or not self.models:
+            raise ValueError("a workload needs at least one user, one image and one model")
+
+    def uploads(self) -> list[list[Path]]:
+        """The jobs one user sends, in order."""
+        return [self.images] if self.mode == "burst" else [[p] for p in self.images]
 
 
 async def make_keys(work: Workload) -> list[str]:
@@ -71,7 +101,7 @@ async def run_user(
 ) -> None:
     records: dict[str, ImageRecord] = {}
     finished = asyncio.Event()
-    expected = len(work.images)
+    expected = 0  # images of the jobs sent so far
     sio = socketio.AsyncClient(reconnection=True)
     job_ids: set[str] = set()
     early: list[tuple[str, dict[str, Any], float]] = []
@@ -87,7 +117,7 @@ async def run_user(
             for r in records.values():
                 if r.job_id == data.get("job_id"):
                     r.first_event_at = r.first_event_at or now
-        if sum(r.done_at is not None for r in records.values()) >= expected:
+        if expected and sum(r.done_at is not None for r in records.values()) >= expected:
             finished.set()
 
     def on(event: str) -> Any:
@@ -102,46 +132,63 @@ async def run_user(
 
     for name in ("image.update", "job.progress", "job.done"):
         sio.on(name, on(name))
+    total = len(work.images)
     try:
         await sio.connect(work.url, auth={"token": key}, transports=["websocket"])
     except socketio.exceptions.ConnectionError as exc:  # this user fails; the others go on
         log.warning("user %d: Socket.IO refused: %s", user, exc)
         run.errors["socketio_refused"] = run.errors.get("socketio_refused", 0) + 1
-        progress.advance(task, expected)
+        progress.advance(task, total)
         return
     http = AsyncTransport(work.url, key)
+    model = work.models[user % len(work.models)]
+    deadline = time.monotonic() + work.timeout_s
+    sent = 0
+    pauses = random.Random(user)
     try:
-        model = work.models[user % len(work.models)]
-        files = [FilePart("files", p, p.name, content_type(p)) for p in work.images]
-        try:
-            response = await http.request(
-                "POST", "/api/v1/jobs", data={"model": model}, files=files
-            )
-        except CellsegError as exc:
-            code = exc.code if isinstance(exc, ApiError) else type(exc).__name__
-            run.errors[code] = run.errors.get(code, 0) + 1
-            progress.advance(task, expected)
-            return
-        accepted = time.monotonic()
-        job = response.json()
-        for img in job["images"]:
-            rec = ImageRecord(user, job["id"], img["id"], accepted)
-            records[img["id"]] = rec
-            run.images.append(rec)
-        job_ids.add(job["id"])
-        for event, data, now in early:
-            if data.get("job_id") in job_ids:
-                apply(event, data, max(now, accepted))
-        try:
-            await asyncio.wait_for(finished.wait(), work.timeout_s)
-        except TimeoutError:
-            run.errors["timeout"] = run.errors.get("timeout", 0) + 1
+        for paths in work.uploads():
+            if work.think_s:
+                await asyncio.sleep(pauses.expovariate(1 / work.think_s))
+            files = [FilePart("files", p, p.name, content_type(p)) for p in paths]
+            try:
+                response = await http.request(
+                    "POST", "/api/v1/jobs", data={"model": model}, files=files
+                )
+            except CellsegError as exc:
+                code = exc.code if isinstance(exc, ApiError) else type(exc).__name__
+                run.errors[code] = run.errors.get(code, 0) + 1
+                progress.advance(task, total - sent)
+                return
+            sent += len(paths)
+            accepted = time.monotonic()
+            job = response.json()
+            for img in job["images"]:
+                rec = ImageRecord(user, job["id"], img["id"], accepted)
+                records[img["id"]] = rec
+                run.images.append(rec)
+            job_ids.add(job["id"])
+            finished.clear()
+            expected = len(records)
+            pending, early[:] = list(early), []
+            for event, data, now in pending:
+                if data.get("job_id") in job_ids:
+                    apply(event, data, max(now, accepted))
+                else:
+                    early.append((event, data, now))
+            apply("", {}, accepted)  # every image of this job may be done already
+            try:
+                await asyncio.wait_for(finished.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                run.errors["timeout"] = run.errors.get("timeout", 0) + 1
+                progress.advance(task, total - sent)
+                break
         # the REST state is the truth: an image done there but without its event was lost
-        state = (await http.request("GET", f"/api/v1/jobs/{job['id']}")).json()
-        for img in state["images"]:
-            rec = records[img["id"]]
-            if rec.status is None and img["status"] in ("done", "failed", "cancelled"):
-                rec.status = img["status"]
+        for job_id in job_ids:
+            state = (await http.request("GET", f"/api/v1/jobs/{job_id}")).json()
+            for img in state["images"]:
+                rec = records[img["id"]]
+                if rec.status is None and img["status"] in ("done", "failed", "cancelled"):
+                    rec.status = img["status"]
     finally:
         await http.aclose()
         await sio.disconnect()
@@ -150,7 +197,7 @@ async def run_user(
 async def run_workload(work: Workload) -> RunResult:
     check_loopback(work.url)
     keys = await make_keys(work)
-    run = RunResult(users=work.users)
+    run = RunResult(users=work.users, mode=work.mode)
     total = work.users * len(work.images)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"{work.users} users", total=total)

@@ -22,9 +22,8 @@ def publish_image(rt: WorkerRuntime, row: Any, status: str, **extra: Any) -> Non
 
 def publish_job(rt: WorkerRuntime, job_id: str, user_id: int) -> None:
     """``job.progress`` now; ``job.done`` once, guarded by the database, when it is over."""
-    counts, total = rt.run(work.job_counts(rt.pool, job_id))
+    counts, total, position, rate = rt.run(work.job_progress(rt.pool, job_id))
     payload = counts_payload(counts, total)
-    position, rate = rt.run(work.queue_position_and_rate(rt.pool, job_id))
     remaining = payload["queued"] + payload["processing"] + (position or 0)
     eta = round(remaining / rate, 1) if rate > 0 and remaining else (0.0 if not remaining else None)
     to = events.rooms(user_id, job_id)

@@ -6,7 +6,6 @@ run without PostgreSQL or Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
@@ -19,7 +18,6 @@ import redis
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.db.migrate import apply_migrations
 from backend.heartbeats import worker_key
 from backend.settings import Settings
 from tests.backend.helpers import (
@@ -29,26 +27,18 @@ from tests.backend.helpers import (
     REDIS_URL,
     ApiUser,
     SyncDb,
-    create_database,
-    drop_database,
-    dsn_for,
     fake_model,
+    migrated_database,
     new_user,
 )
-from tests.services import ensure_postgres, ensure_redis
+from tests.services import ensure_redis
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database for the session, migrated, dropped at the end."""
-    ensure_postgres()
-    name = create_database()
-    try:
-        url = dsn_for(name)
-        asyncio.run(apply_migrations(url))
+    with migrated_database() as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture(scope="session")

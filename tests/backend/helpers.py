@@ -7,7 +7,8 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +69,22 @@ def create_database() -> str:
 
 def drop_database(name: str) -> None:
     asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@contextmanager
+def migrated_database() -> Iterator[str]:
+    """A fresh database, migrated, dropped on exit; yields its DSN."""
+    from backend.db.migrate import apply_migrations
+    from tests.services import ensure_postgres
+
+    ensure_postgres()
+    name = create_database()
+    try:
+        url = dsn_for(name)
+        asyncio.run(apply_migrations(url))
+        yield url
+    finally:
+        drop_database(name)
 
 
 @dataclass

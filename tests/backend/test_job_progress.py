@@ -1,0 +1,81 @@
+"""``work.job_progress``: a job's counts, its place in the queue and the service's rate, in one
+query, against a database of its own (other tests' images would move the counts)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+from backend.db import work
+from tests.backend.helpers import migrated_database
+
+
+@pytest.fixture
+def dsn() -> Iterator[str]:
+    with migrated_database() as url:
+        yield url
+
+
+async def _job(conn: asyncpg.Connection, user: int, statuses: list[str], age_s: float) -> str:
+    job = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO jobs (id, user_id, model, threshold, min_area, total) "
+        "VALUES ($1, $2, 'unet', 0.5, 0, $3)",
+        job,
+        user,
+        len(statuses),
+    )
+    for seq, status in enumerate(statuses):
+        await conn.execute(
+            "INSERT INTO images (id, job_id, user_id, seq, filename, sha256, size_bytes, width, "
+            "height, status, created_at, finished_at) VALUES ($1, $2, $3, $4, 'a.png', 'x', 1, "
+            "1, 1, $5, now() - make_interval(secs => $6), "
+            "CASE WHEN $5 IN ('done', 'failed') THEN now() END)",
+            uuid.uuid4(),
+            job,
+            user,
+            seq,
+            status,
+            age_s,
+        )
+    return str(job)
+
+
+def test_counts_position_and_rate_in_one_query(dsn: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+        try:
+            user = await conn.fetchval(
+                "INSERT INTO users (name, api_key_hash) VALUES ('u', 'h') RETURNING id"
+            )
+            # older work of another job: 2 waiting or running ahead, 3 finished in the last minute
+            await _job(conn, user, ["queued", "processing", "done", "done", "failed"], 30)
+            mine = await _job(conn, user, ["done", "queued", "dispatched"], 10)
+            later = await _job(conn, user, ["queued"], 1)  # behind mine: not ahead of it
+            finished = await _job(conn, user, ["done", "cancelled"], 5)
+
+            counts, total, position, rate = await work.job_progress(pool, mine)
+            assert counts == {"done": 1, "queued": 1, "dispatched": 1} and total == 3
+            assert position == 2
+            assert rate == pytest.approx(5 / 60)  # 3 of the old job, 1 of mine, 1 finished
+            assert (await work.job_counts(pool, mine)) == (counts, total)
+
+            _, _, position, _ = await work.job_progress(pool, later)
+            assert position == 4  # the old job's 2 and mine's 2
+
+            counts, total, position, _ = await work.job_progress(pool, finished)
+            assert counts == {"done": 1, "cancelled": 1} and total == 2
+            assert position is None  # nothing waiting
+
+            counts, total, position, _ = await work.job_progress(pool, str(uuid.uuid4()))
+            assert counts == {} and total == 0 and position is None
+        finally:
+            await pool.close()
+            await conn.close()
+
+    asyncio.run(go())
