@@ -26,9 +26,10 @@ from imageheader.errors import (
     UnsupportedPixels,
 )
 from imageheader.header import MIN_SIDE, SUPPORTED_FORMATS, Buffer, Header
-from imageheader.read import check_complete, detect_format, read_header
+from imageheader.read import check_complete, check_sides, detect_format, read_header
 
 __all__ = [
+    "check_sides",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "Buffer",

@@ -51,6 +51,15 @@ def read_header(data: Buffer) -> Header:
         header = jpeg.header(data)
     else:
         header = tiff.header(data)
+    return check_sides(header)
+
+
+def check_sides(header: Header) -> Header:
+    """``header``, unless its width or height is below :data:`MIN_SIDE`.
+
+    Raises:
+        Degenerate: it is.
+    """
     if header.width < MIN_SIDE or header.height < MIN_SIDE:
         raise Degenerate(
             f"degenerate image size {header.width}x{header.height}: width and height must be "

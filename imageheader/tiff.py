@@ -64,33 +64,38 @@ def header(data: Buffer) -> Header:
             samples, or a sample type other than uint8, uint16 or float.
     """
     with open_tiff(data) as tif:
-        page = first_page(tif)
-        planes = _z_planes(tif)
-        if planes > 1:
-            raise UnsupportedPixels(
-                f"TIFF is a 3D stack with {planes} z-planes; send a single 2D plane"
-            )
-        separate, depth, height, width, contig = _read(lambda: page.shaped)
-        if depth > 1:
-            raise UnsupportedPixels(
-                f"TIFF page is a 3D volume with {depth} z-planes; send a single 2D plane"
-            )
-        photometric = _read(lambda: page.photometric)
-        if photometric not in _PHOTOMETRIC:
-            raise UnsupportedPixels(
-                f"TIFF photometric {_name(photometric)} is not supported; "
-                "supported: grey, RGB, YCbCr"
-            )
-        channels = separate * contig
-        if channels not in (1, 3, 4):
-            raise UnsupportedPixels(
-                f"TIFF with {channels} samples per pixel is not supported; "
-                "supported: 1 (grey), 3 (RGB), 4 (RGBA)"
-            )
-        dtype, bits, sample = _read(lambda: (page.dtype, page.bitspersample, page.sampleformat))
+        return header_of(tif)
+
+
+def header_of(tif: tifffile.TiffFile) -> Header:
+    """:func:`header` of a file already open (:func:`open_tiff`)."""
+    page = first_page(tif)
+    planes = _z_planes(tif)
+    if planes > 1:
+        raise UnsupportedPixels(
+            f"TIFF is a 3D stack with {planes} z-planes; send a single 2D plane"
+        )
+    separate, depth, height, width, contig = _read(lambda: page.shaped)
+    if depth > 1:
+        raise UnsupportedPixels(
+            f"TIFF page is a 3D volume with {depth} z-planes; send a single 2D plane"
+        )
+    photometric = _read(lambda: page.photometric)
+    if photometric not in _PHOTOMETRIC:
+        raise UnsupportedPixels(
+            f"TIFF photometric {enum_name(photometric)} is not supported; "
+            "supported: grey, RGB, YCbCr"
+        )
+    channels = separate * contig
+    if channels not in (1, 3, 4):
+        raise UnsupportedPixels(
+            f"TIFF with {channels} samples per pixel is not supported; "
+            "supported: 1 (grey), 3 (RGB), 4 (RGBA)"
+        )
+    dtype, bits, sample = _read(lambda: (page.dtype, page.bitspersample, page.sampleformat))
     if dtype is None:
         raise UnsupportedPixels(
-            f"TIFF pixel type ({bits}-bit, sample format {_name(sample)}) is not supported"
+            f"TIFF pixel type ({bits}-bit, sample format {enum_name(sample)}) is not supported"
         )
     if dtype.kind == "f":
         out_dtype = "float32"
@@ -114,12 +119,17 @@ def check_complete(data: Buffer) -> None:
         Truncated: pixel data runs past the end of the file.
     """
     with open_tiff(data) as tif:
-        page = first_page(tif)
-        offsets = _read(lambda: list(page.dataoffsets))
-        counts = _read(lambda: list(page.databytecounts))
+        check_complete_of(tif, len(data))
+
+
+def check_complete_of(tif: tifffile.TiffFile, size: int) -> None:
+    """:func:`check_complete` of a file of ``size`` bytes already open (:func:`open_tiff`)."""
+    page = first_page(tif)
+    offsets = _read(lambda: list(page.dataoffsets))
+    counts = _read(lambda: list(page.databytecounts))
     if not offsets or not any(counts):
         raise Corrupt("corrupt TIFF: the first page has no pixel data")
-    if any(off + n > len(data) for off, n in zip(offsets, counts, strict=False)):
+    if any(off + n > size for off, n in zip(offsets, counts, strict=False)):
         raise Truncated("truncated TIFF: pixel data runs past the end of the file")
 
 
@@ -132,7 +142,7 @@ def _read(read: Callable[[], T]) -> T:
         raise Corrupt(f"corrupt TIFF: cannot read the first page: {exc}") from exc
 
 
-def _name(value: object) -> str:
+def enum_name(value: object) -> str:
     """Name of a tifffile enum member (or the raw value when it is not one)."""
     return str(getattr(value, "name", value))
 

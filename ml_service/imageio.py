@@ -43,7 +43,7 @@ import numpy as np
 
 import imageheader
 from imageheader import MIN_SIDE, SUPPORTED_FORMATS
-from imageheader.tiff import first_page, open_tiff
+from imageheader.tiff import check_complete_of, enum_name, first_page, header_of, open_tiff
 from ml_service.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
 __all__ = [
@@ -118,8 +118,7 @@ def read_image_info(data: bytes) -> ImageInfo:
         UnsupportedFormat: unknown format, or a pixel type the engine does not read.
     """
     with _engine_errors():
-        header = imageheader.read_header(data)
-    return ImageInfo(header.format, header.width, header.height, header.channels, header.dtype)
+        return _info(imageheader.read_header(data))
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -140,15 +139,28 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         UnsupportedFormat: unknown format or unsupported pixel type.
         ImageTooLarge: more than ``max_pixels`` pixels.
     """
+    if detect_format(data) == "tiff":
+        return _decode_tiff(data, max_pixels)
     info = read_image_info(data)
+    _refuse_oversized(info, max_pixels)
+    with _engine_errors():
+        imageheader.check_complete(data, info.format, check_crc=True)
+    return _as_described(_decode_opencv(data, info), info)
+
+
+def _info(header: imageheader.Header) -> ImageInfo:
+    return ImageInfo(header.format, header.width, header.height, header.channels, header.dtype)
+
+
+def _refuse_oversized(info: ImageInfo, max_pixels: int) -> None:
     if info.pixels > max_pixels:
         raise ImageTooLarge(
             f"image is {info.width}x{info.height} = {info.pixels} pixels; "
             f"the limit is {max_pixels} pixels"
         )
-    with _engine_errors():
-        imageheader.check_complete(data, info.format, check_crc=True)
-    image = _decode_tiff(data, info) if info.format == "tiff" else _decode_opencv(data, info)
+
+
+def _as_described(image: np.ndarray, info: ImageInfo) -> np.ndarray:
     if image.shape != info.shape or image.dtype != np.dtype(info.dtype):
         raise InvalidImage(
             f"decoded {info.format.upper()} has shape {image.shape} {image.dtype}, but its "
@@ -172,23 +184,22 @@ def _decode_opencv(data: bytes, info: ImageInfo) -> np.ndarray:
     return image
 
 
-def _name(value: object) -> str:
-    """Name of a tifffile enum member (or the raw value when it is not one)."""
-    return str(getattr(value, "name", value))
-
-
-def _decode_tiff(data: bytes, info: ImageInfo) -> np.ndarray:
-    """Decode the first page of a TIFF whose header and completeness were checked."""
+def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
+    """Header, size limit, completeness and the first page's pixels, from one tifffile parse."""
     with _engine_errors():
         tif = open_tiff(data)
     with tif:
         with _engine_errors():
+            info = _info(imageheader.check_sides(header_of(tif)))
+        _refuse_oversized(info, max_pixels)
+        with _engine_errors():
+            check_complete_of(tif, len(data))
             page = first_page(tif)
         try:
             raw = page.asarray()
         except KeyError as exc:  # tifffile: "<COMPRESSION.X> requires the 'imagecodecs' package"
             raise UnsupportedFormat(
-                f"TIFF compression {_name(page.compression)} is not supported here"
+                f"TIFF compression {enum_name(page.compression)} is not supported here"
             ) from exc
         except Exception as exc:  # tifffile/imagecodecs raise many types on corrupt input
             raise InvalidImage(f"corrupt TIFF: {exc}") from exc
@@ -201,4 +212,4 @@ def _decode_tiff(data: bytes, info: ImageInfo) -> np.ndarray:
         image = image.astype(np.float32, copy=False)
         if not np.isfinite(image).all():
             raise InvalidImage("TIFF contains NaN or infinite pixel values")
-    return np.ascontiguousarray(image)
+    return _as_described(np.ascontiguousarray(image), info)

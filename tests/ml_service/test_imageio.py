@@ -130,6 +130,20 @@ def test_tiff_16bit_grey_and_rgb_decode_exactly(shape: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(decoded, image)
 
 
+def test_a_tiff_is_parsed_once_per_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[object] = []
+
+    class Counting(tifffile.TiffFile):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tifffile, "TiffFile", Counting)
+    image = _rng_image((40, 50), np.uint16)
+    np.testing.assert_array_equal(decode_image(_tiff(image), MAX), image)
+    assert len(opened) == 1  # header, completeness and pixels from one parse
+
+
 def test_tiff_planar_rgb_and_rgba() -> None:
     image = _rng_image((3, 20, 30), np.uint8)
     data = _tiff(image, photometric="rgb", planarconfig="separate")
