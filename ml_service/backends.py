@@ -61,6 +61,7 @@ def _is_cpu_oom(exc: RuntimeError) -> bool:
     return "can't allocate memory" in text or "DefaultCPUAllocator" in text
 
 
+Batch = np.ndarray | torch.Tensor  # TorchBackend: host arrays or tensors already on the device
 StageTimes = dict[str, float | None]  # h2d, compute, d2h seconds (None: not on this device)
 
 
@@ -72,7 +73,8 @@ class TorchBackend:
     host memory and copied with ``non_blocking`` on the copy stream, so one thread's copy
     overlaps another's compute (the engine runs ``ML_BATCH_CONCURRENCY`` batches at once, 2 on
     a GPU); the output (uint8 masks when thresholds are given) comes back through pinned memory.
-    On the CPU the batch is used in place (no copies)."""
+    On the CPU the batch is used in place (no copies). A batch may also come as a tensor already
+    on the device (preprocessed there: ``ml_service.device_preprocess``)."""
 
     name = "torch"
     returns_masks = True
@@ -106,7 +108,9 @@ class TorchBackend:
             )
         return streams
 
-    def _to_device(self, batch: np.ndarray, copy_stream: torch.cuda.Stream | None) -> torch.Tensor:
+    def _to_device(self, batch: Batch, copy_stream: torch.cuda.Stream | None) -> torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            return self._on_device(batch)
         x = torch.from_numpy(batch)
         if copy_stream is None:
             return x
@@ -116,6 +120,16 @@ class TorchBackend:
             x = host.to(self.device, non_blocking=True)
         compute.wait_stream(copy_stream)
         x.record_stream(compute)
+        return x
+
+    def _on_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch already made on the device (``ml_service.device_preprocess``, stacked on the
+        default stream): the compute stream waits for it and holds it until done."""
+        x = batch.to(self.device)
+        if self.device.type == "cuda":
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_stream(torch.cuda.default_stream(self.device))
+            x.record_stream(compute)
         return x
 
     def _to_host(self, out: torch.Tensor) -> np.ndarray:
@@ -128,7 +142,7 @@ class TorchBackend:
 
     def _forward(
         self,
-        batch: np.ndarray,
+        batch: Batch,
         thresholds: np.ndarray | None,
         copy_stream: torch.cuda.Stream | None,
         times: StageTimes | None = None,
@@ -149,12 +163,13 @@ class TorchBackend:
         clock.lap("d2h")
         return out
 
-    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
-        """Probabilities ``(N, H, W)`` float32, or uint8 masks given ``thresholds`` ``(N,)``."""
+    def run(self, batch: Batch, thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities ``(N, H, W)`` float32, or uint8 masks given ``thresholds`` ``(N,)``,
+        for a host batch or one already on the device."""
         return self._run(batch, thresholds, None)
 
     def run_staged(
-        self, batch: np.ndarray, thresholds: np.ndarray | None = None
+        self, batch: Batch, thresholds: np.ndarray | None = None
     ) -> tuple[np.ndarray, StageTimes]:
         """``run``, timing host→device copy, compute and device→host copy apart (the device is
         synchronised between them, so this is for the bench, not the hot path). On the CPU
@@ -166,7 +181,7 @@ class TorchBackend:
         return out, times
 
     def _run(
-        self, batch: np.ndarray, thresholds: np.ndarray | None, times: StageTimes | None
+        self, batch: Batch, thresholds: np.ndarray | None, times: StageTimes | None
     ) -> np.ndarray:
         try:
             with torch.inference_mode():

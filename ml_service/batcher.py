@@ -23,8 +23,9 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from ml_service.backends import DeviceOutOfMemory, InferenceBackend
+from ml_service.backends import DeviceOutOfMemory, InferenceBackend, TorchBackend
 from ml_service.errors import EngineClosed, EngineError, InvalidImage, OutOfMemory
 from ml_service.sizer import BatchSizer, Reservation
 
@@ -41,9 +42,12 @@ class BatchOutput:
     inference_ms: float
 
 
+Item = np.ndarray | torch.Tensor  # host array, or a tensor already on a torch backend's device
+
+
 @dataclass(eq=False)
 class _Request:
-    data: np.ndarray
+    data: Item
     future: Future[BatchOutput]
     threshold: float | None = None
     enqueued: float = field(default_factory=time.monotonic)
@@ -83,8 +87,11 @@ class DynamicBatcher:
 
     # ---- caller side -------------------------------------------------------------------
 
-    def submit(self, item: np.ndarray, threshold: float | None = None) -> Future[BatchOutput]:
+    def submit(self, item: Item, threshold: float | None = None) -> Future[BatchOutput]:
         """Queue one ``item_shape`` float32 item; the future resolves to its ``BatchOutput``.
+
+        The item is a host array, or (torch backends) a tensor on the backend's device, made
+        there by ``ml_service.device_preprocess``; a batch is all of one kind.
 
         With a ``threshold`` the output may come back as the uint8 mask ``prob > threshold``
         (thresholded on the device): when every item of its batch has one and the backend
@@ -101,13 +108,24 @@ class DynamicBatcher:
             self._cond.notify()
         return future
 
-    def _check(self, item: np.ndarray) -> str | None:
+    def _check(self, item: Item) -> str | None:
+        if isinstance(item, torch.Tensor):
+            return self._check_tensor(item)
         if not isinstance(item, np.ndarray) or item.shape != self.item_shape:
             shape = getattr(item, "shape", None)
             return f"model input must have shape {self.item_shape}, got {shape}"
         if item.dtype != np.float32:
             return f"model input must be float32, got {item.dtype}"
         if not np.isfinite(item).all():
+            return "model input contains NaN or infinite values"
+        return None
+
+    def _check_tensor(self, item: torch.Tensor) -> str | None:
+        if not isinstance(self.backend, TorchBackend) or item.device != self.backend.device:
+            return f"a tensor input must be on the torch backend's device, got {item.device}"
+        if tuple(item.shape) != self.item_shape or item.dtype != torch.float32:
+            return f"model input must be float32 {self.item_shape}, got {item.dtype} {item.shape}"
+        if not bool(torch.isfinite(item).all()):
             return "model input contains NaN or infinite values"
         return None
 
@@ -175,6 +193,17 @@ class DynamicBatcher:
 
     # ---- executor side -----------------------------------------------------------------
 
+    def _run_backend(self, data: list[Item], thresholds: np.ndarray | None) -> np.ndarray:
+        """One batch through the backend, thresholded there when it can (``returns_masks``)."""
+        if not getattr(self.backend, "returns_masks", False):
+            thresholds = None
+        if all(isinstance(d, np.ndarray) for d in data):
+            return self.backend.run(np.stack(data), thresholds)
+        if not isinstance(self.backend, TorchBackend):  # _check lets no tensor through
+            raise EngineError(f"{self.model}: tensor inputs need a torch backend")
+        batch = torch.stack([torch.as_tensor(d, device=self.backend.device) for d in data])
+        return self.backend.run(batch, thresholds)
+
     def _run(self, items: list[_Request], reservation: Reservation) -> None:
         error: BaseException | None = None
         try:
@@ -199,14 +228,11 @@ class DynamicBatcher:
         reservation.release()  # notifies every batcher of the device
 
     def _execute(self, items: list[_Request]) -> None:
-        batch = np.stack([r.data for r in items])
         thresholds = [r.threshold for r in items]
+        limits = np.array(thresholds, np.float32) if None not in thresholds else None
         start = time.monotonic()
         try:
-            if getattr(self.backend, "returns_masks", False) and None not in thresholds:
-                out = self.backend.run(batch, np.array(thresholds, np.float32))
-            else:
-                out = self.backend.run(batch)
+            out = self._run_backend([r.data for r in items], limits)
         except DeviceOutOfMemory:
             self.backend.release_cached_memory()
             self.sizer.on_oom(self.model, len(items))

@@ -1,5 +1,6 @@
 """The engine's CPU stages, as pure functions a process pool can run: decode + preprocess
-before the model, restore + threshold + contours + metrics after it.
+before the model (or decode + plan, when preprocessing runs on the device), restore + threshold
++ contours + metrics after it.
 
 With ``ML_CPU_WORKERS`` > 0 they run in a ``ProcessPoolExecutor`` of that many processes, so a
 GPU is not starved by one Python process's decoding and postprocessing (the GIL and two CPU
@@ -28,7 +29,7 @@ import numpy as np
 from ml_service.errors import InvalidImage
 from ml_service.imageio import decode_image
 from ml_service.postprocess import SegmentedObject, extract_objects
-from ml_service.preprocess import Letterbox, Restore, prepare
+from ml_service.preprocess import Letterbox, Restore, check_image, plan_restore, prepare
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,39 @@ def decode_and_prepare(
             subclasses of ``ml_service.imageio.decode_image`` for bytes).
     """
     t0 = time.perf_counter()
+    image = _decoded(image, max_pixels)
+    t1 = time.perf_counter()
+    inputs, restore = prepare(image, size, overlap)
+    t2 = time.perf_counter()
+    height, width = image.shape[:2]
+    return Prepared(inputs, restore, width, height, 1000 * (t1 - t0), 1000 * (t2 - t1))
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An image to preprocess on the device (``ml_service.device_preprocess``): the decoded
+    ``pixels`` as they are (e.g. uint8 ``(H, W)`` or ``(H, W, 3)``), the ``Restore`` its model
+    inputs will need, the original size and the decoding time."""
+
+    pixels: np.ndarray
+    restore: Restore
+    width: int
+    height: int
+    decode_ms: float
+
+
+def decode_and_plan(image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int) -> Planned:
+    """``decode_and_prepare`` without the preprocessing: decode or check, then only plan the
+    letterbox or tiles from the image's shape (same errors, and ``check_image``'s)."""
+    t0 = time.perf_counter()
+    image = _decoded(image, max_pixels)
+    check_image(image)
+    height, width = image.shape[:2]
+    restore = plan_restore((height, width), size, overlap)
+    return Planned(image, restore, width, height, 1000 * (time.perf_counter() - t0))
+
+
+def _decoded(image: np.ndarray | bytes, max_pixels: int) -> np.ndarray:
     if isinstance(image, bytes | bytearray | memoryview):
         image = decode_image(bytes(image), max_pixels)
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
@@ -74,10 +108,7 @@ def decode_and_prepare(
     height, width = image.shape[:2]
     if height * width > max_pixels:
         raise InvalidImage(f"image has {height * width} pixels, over MAX_IMAGE_PIXELS")
-    t1 = time.perf_counter()
-    inputs, restore = prepare(image, size, overlap)
-    t2 = time.perf_counter()
-    return Prepared(inputs, restore, width, height, 1000 * (t1 - t0), 1000 * (t2 - t1))
+    return image
 
 
 def pixel_exact(restore: Restore) -> bool:

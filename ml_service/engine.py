@@ -13,7 +13,9 @@ request's threshold where thresholding before stitching is exact, so the device 
 masks, not probabilities) → when every tile is back, stitch and postprocess (again in a worker
 process when there is a pool) → the result future resolves. Torch models run the fast-path
 configuration recorded for the device or forced by ``ML_PRECISION``/``ML_COMPILE``
-(``ml_service.fastpath``). The engine knows nothing of Celery, HTTP or databases.
+(``ml_service.fastpath``, wired in by ``ml_service.fastpath_setup``); with
+``ML_DEVICE_PREPROCESS`` the CPU stage only decodes and preprocessing runs on the device
+(``ml_service.device_preprocess``). The engine knows nothing of Celery, HTTP or databases.
 """
 
 from __future__ import annotations
@@ -23,89 +25,37 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml_service import fastpath
+from ml_service import fastpath_setup
 from ml_service.backend_choice import load_models
-from ml_service.backends import TorchBackend
-from ml_service.batcher import BatchOutput, DynamicBatcher
+from ml_service.batcher import BatchOutput, DynamicBatcher, Item
 from ml_service.cpu_stages import (
     CpuStages,
+    Planned,
     Prepared,
+    decode_and_plan,
     decode_and_prepare,
     default_cpu_workers,
     pixel_exact,
     postprocess_outputs,
 )
 from ml_service.device import MB, CachedProbe, DeviceProbe, make_probe, nvml_gpus
-from ml_service.errors import EngineClosed, EngineError, InvalidParameters
-from ml_service.formats import label_mask_png, objects_to_coco, objects_to_geojson, objects_to_json
+from ml_service.device_preprocess import prepare_on_device, use_device_preprocess
+from ml_service.errors import EngineClosed, EngineError
 from ml_service.pool import LoadedModel, ModelPool
-from ml_service.postprocess import SegmentedObject
 from ml_service.profile import budget_mb, calibrate
-from ml_service.profiles import ModelProfile, ProfileBook, default_profile
+from ml_service.profiles import ProfileBook, default_profile
+from ml_service.results import SegmentationParams, SegmentationResult
 from ml_service.settings import EngineSettings, get_settings
 from ml_service.sizer import BatchSizer, MemoryLedger
 from ml_service.threads import apply_torch_threads, available_cores, thread_plan
 
+__all__ = ["Engine", "EngineStats", "SegmentationParams", "SegmentationResult"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SegmentationParams:
-    """User-set postprocessing: probability threshold and minimum object area in pixels."""
-
-    threshold: float = 0.5
-    min_area: int = 50
-
-    def validate(self) -> SegmentationParams:
-        if not 0.05 <= self.threshold <= 0.95:
-            raise InvalidParameters(f"threshold must be within 0.05–0.95, got {self.threshold}")
-        if not 0 <= self.min_area <= 10_000_000:
-            raise InvalidParameters(f"min_area must be within 0–10000000, got {self.min_area}")
-        return self
-
-
-@dataclass(frozen=True)
-class SegmentationResult:
-    """Objects found in one image, in original pixel coordinates."""
-
-    model: str
-    variant: str
-    width: int
-    height: int
-    params: SegmentationParams
-    labels: np.ndarray = field(repr=False)  # (H, W) uint16, 0 = background
-    objects: list[SegmentedObject] = field(repr=False)
-    timings_ms: dict[str, float]
-    tiles: int
-    batch_sizes: list[int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "variant": self.variant,
-            "threshold": self.params.threshold,
-            "min_area": self.params.min_area,
-            "tiles": self.tiles,
-            "batch_sizes": self.batch_sizes,
-            "timings_ms": self.timings_ms,
-            **objects_to_json(self.objects, self.width, self.height),
-        }
-
-    def to_geojson(self) -> dict[str, Any]:
-        return objects_to_geojson(self.objects, {"model": self.model})
-
-    def to_coco(self, image_id: int = 1, file_name: str = "image") -> dict[str, Any]:
-        return objects_to_coco(
-            self.labels, self.objects, image_id, file_name, self.width, self.height
-        )
-
-    def mask_png(self) -> bytes:
-        return label_mask_png(self.labels)
 
 
 class _Gather:
@@ -202,9 +152,15 @@ class Engine:
         book = profiles or ProfileBook()
         budget = budget_mb(probe, settings, self.pool.resident_bytes())
         self.batchers: dict[str, DynamicBatcher] = {}
+        self.device_preprocess = {
+            name: use_device_preprocess(
+                settings.device_preprocess, m.backend.name, m.backend.device
+            )
+            for name, m in models.items()
+        }
         for name, model in models.items():
             profile = book.get(probe.key, model.profile_key)
-            self._configure_fastpath(model, profile)  # before any calibration measures it
+            fastpath_setup.configure_model(model, profile, settings)  # before calibrating it
             if profile is None or profile.input_size != (model.spec.input_size,) * 2:
                 if calibrate_missing:
                     log.info("%s: no profile for %s; calibrating", model.profile_key, probe.key)
@@ -223,28 +179,7 @@ class Engine:
                 max_queue_delay_s=settings.max_queue_delay_ms / 1000,
                 on_batch=self.stats.on_batch,
             )
-        if probe.kind == "cuda":
-            fastpath.set_tf32(
-                any(
-                    isinstance(m.backend, TorchBackend) and m.backend.config.precision == "tf32"
-                    for m in models.values()
-                )
-            )
-
-    def _configure_fastpath(self, model: LoadedModel, profile: ModelProfile | None) -> None:
-        """Torch models: run the fast-path configuration recorded in ``profile`` (measured by
-        the profiler), or the one ``ML_PRECISION``/``ML_COMPILE`` force."""
-        if not isinstance(model.backend, TorchBackend):
-            return
-        if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
-            profile = None
-        config, reason = fastpath.resolve(
-            self.settings.precision, self.settings.compile, profile, model.backend.device
-        )
-        if config != model.backend.config:
-            model.backend.configure(config)
-        model.fastpath_reason = reason
-        log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
+        fastpath_setup.set_process_tf32(models.values(), probe.kind)
 
     @classmethod
     def from_settings(cls, settings: EngineSettings | None = None) -> Engine:
@@ -271,24 +206,11 @@ class Engine:
     def warm_up(self) -> None:
         """Run batch sizes 1 and the ceiling once (allocator, kernels, autotuning); a compiled
         torch model runs every size the sizer may pick (1 … ceiling), three times (CUDA graphs
-        are recorded on a later run than the first), so no request pays for compilation. The
-        runs take the path requests take (device threshold where the backend has one). Starts
-        the CPU worker processes."""
+        are recorded on a later run than the first), so no request pays for compilation
+        (``fastpath_setup.warm_up_model``). Starts the CPU worker processes."""
         self._stages.start()
         for name, model in self.pool.models.items():
-            size = model.spec.input_size
-            backend = model.backend
-            compiled = isinstance(backend, TorchBackend) and backend.config.compile != "off"
-            ceiling = self.sizer.ceiling(name)
-            sizes = range(1, ceiling + 1) if compiled else sorted({1, ceiling})
-            for n in sizes:
-                x = np.zeros((n, model.spec.in_channels, size, size), np.float32)
-                masks = getattr(backend, "returns_masks", False)
-                for _ in range(3 if compiled else 1):
-                    if masks:
-                        backend.run(x, np.full(n, 0.5, np.float32))
-                    else:
-                        backend.run(x)
+            fastpath_setup.warm_up_model(model, self.sizer.ceiling(name))
 
     def submit(
         self,
@@ -326,10 +248,9 @@ class Engine:
                     **m.spec.describe(),
                     "backend": m.backend.name,
                     "backend_reason": m.backend_reason,
-                    "fastpath": (
-                        {**m.backend.config.to_json(), "reason": m.fastpath_reason}
-                        if isinstance(m.backend, TorchBackend)
-                        else None
+                    "fastpath": fastpath_setup.describe(m),
+                    "device_preprocess": dict(
+                        zip(("on", "reason"), self.device_preprocess[name], strict=True)
                     ),
                     "weights": m.describe_weights(),
                     "batching": {
@@ -376,16 +297,11 @@ class Engine:
         t0: float,
     ) -> None:
         try:
-            size, overlap = model.spec.input_size, self.settings.tile_overlap
-            prepared = self._stages.call(
-                decode_and_prepare, image, self.settings.max_image_pixels, size, overlap
-            )
+            prepared, items = self._prepare(image, model)
             t_pre = time.monotonic()
             batcher = self.batchers[model.spec.name]
             threshold = params.threshold if pixel_exact(prepared.restore) else None
-            futures = [
-                batcher.submit(np.ascontiguousarray(t[None]), threshold) for t in prepared.inputs
-            ]
+            futures = [batcher.submit(item, threshold) for item in items]
         except Exception as exc:
             self._fail(result, exc)
             return
@@ -395,10 +311,24 @@ class Engine:
 
         _Gather(futures, done, lambda exc: self._fail(result, exc))
 
+    def _prepare(
+        self, image: np.ndarray | bytes, model: LoadedModel
+    ) -> tuple[Prepared | Planned, list[Item]]:
+        """Decode, then preprocess in the CPU stage, or (``ML_DEVICE_PREPROCESS``) only plan
+        there and preprocess on the model's device; one model input per tile."""
+        size, overlap = model.spec.input_size, self.settings.tile_overlap
+        limit = self.settings.max_image_pixels
+        if self.device_preprocess[model.spec.name][0]:
+            planned = self._stages.call(decode_and_plan, image, limit, size, overlap)
+            inputs = prepare_on_device(planned.pixels, planned.restore, model.backend.device)
+            return planned, [inputs[i : i + 1] for i in range(len(inputs))]
+        prepared = self._stages.call(decode_and_prepare, image, limit, size, overlap)
+        return prepared, [np.ascontiguousarray(t[None]) for t in prepared.inputs]
+
     def _finish(
         self,
         outputs: list[BatchOutput],
-        prepared: Prepared,
+        prepared: Prepared | Planned,
         model: LoadedModel,
         params: SegmentationParams,
         result: Future[SegmentationResult],

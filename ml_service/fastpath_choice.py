@@ -1,14 +1,15 @@
 """Measuring the fast-path candidates of one model on one device, and choosing one.
 
-Every configuration valid on the device (``ml_service.fastpath.candidates``: precisions ×
-channels_last, and compile modes where asked) runs the same probe batch: held-out synthetic
-images (``ml_service.synthetic``), preprocessed as the engine does. For each: the first run's
-time (compilation, when compiled), peak memory (``ml_service.measure``), the median latency of
-interleaved runs (every candidate once per round, so a shared machine slows them alike), and the
-lowest per-image IoU of its masks (threshold 0.5, through the engine's CPU stages) against
-fp32's on the equivalence images: held-out synthetic images and scikit-image's real ``cell``
-and IHC images (``equivalence_images``, those of the tests). A candidate whose masks disagree
-with fp32 on any of them (IoU < 0.99) or that fails to run is rejected; of the others the
+Every candidate configuration of the device (``ml_service.fastpath.candidates``: the precisions
+worth measuring there × channels_last, and compile modes where asked) runs the same probe
+batch: held-out synthetic images (``ml_service.synthetic``), preprocessed as the engine does.
+For each: the first run's time (compilation, when compiled), peak memory
+(``ml_service.measure``), the median latency of interleaved runs (every candidate once per
+round, so a shared machine slows them alike), and the lowest per-image IoU of its masks
+(threshold 0.5, through the engine's CPU stages) against fp32's on the equivalence images:
+held-out synthetic images and scikit-image's real ``cell`` and IHC images
+(``equivalence_images``, those of the tests). A candidate whose masks disagree with fp32 on any
+of them (IoU < 0.99) or that fails to run is rejected; of the others the
 fastest wins, ties (within 3%) going to the earlier, simpler one (fp32 contiguous first).
 """
 

@@ -4,7 +4,7 @@ All functions are pure (array in, array out). The path an image takes:
 
 1. :func:`to_grey_float` - RGB/RGBA to luminance, float32 ``(H, W)``;
 2. :func:`normalize_percentile` - low/high percentiles to 0/1, the same for 8- and 16-bit data;
-3. :func:`plan_input` picks one of
+3. :func:`plan_input` picks one of (:func:`plan_restore` gives the geometry from the shape alone)
    - :func:`letterbox` - images not much larger than the model input are shrunk (never
      enlarged) to fit one ``size x size`` input, padded right/bottom with 0;
      :func:`unletterbox` inverts it;
@@ -51,16 +51,22 @@ def to_grey_float(image: np.ndarray) -> np.ndarray:
     Raises:
         InvalidImage: any other shape, or a non-real dtype.
     """
-    if image.dtype.kind not in "uif" or image.size == 0:
-        raise InvalidImage(f"expected a non-empty real-valued image, got {image.dtype}")
+    check_image(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 2:
         return image.astype(np.float32)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
-        return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), code)
-    raise InvalidImage(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {image.shape}")
+    code = cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY
+    return cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), code)
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise :class:`InvalidImage` unless ``image`` is a non-empty real ``(H, W)``,
+    ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array (what :func:`to_grey_float` takes)."""
+    if image.dtype.kind not in "uif" or image.size == 0:
+        raise InvalidImage(f"expected a non-empty real-valued image, got {image.dtype}")
+    if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] in (1, 3, 4)):
+        raise InvalidImage(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {image.shape}")
 
 
 def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -129,17 +135,24 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
         (scaled by ``min(1, size / max(H, W))`` with area interpolation, aspect kept) and
         :data:`PAD_VALUE` elsewhere; ``lb`` records the transform for :func:`unletterbox`.
     """
-    _check_size(size)
-    height, width = _check_2d(image)
-    scale = min(1.0, size / max(height, width))
-    scaled_h = min(size, max(1, round(height * scale)))
-    scaled_w = min(size, max(1, round(width * scale)))
+    lb = letterbox_geometry(_check_2d(image), size)
+    scaled_h, scaled_w = lb.scaled_shape
     src: np.ndarray = image.astype(np.float32, copy=False)
-    if (scaled_h, scaled_w) != (height, width):
+    if lb.scaled_shape != lb.original_shape:
         src = cv2.resize(src, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA)
     boxed = np.full((size, size), PAD_VALUE, np.float32)
     boxed[:scaled_h, :scaled_w] = src
-    return boxed, Letterbox((height, width), scale, (scaled_h, scaled_w), size)
+    return boxed, lb
+
+
+def letterbox_geometry(shape: tuple[int, int], size: int) -> Letterbox:
+    """Where :func:`letterbox` puts an ``(H, W)`` image in a ``size x size`` input."""
+    _check_size(size)
+    height, width = shape
+    scale = min(1.0, size / max(height, width))
+    scaled_h = min(size, max(1, round(height * scale)))
+    scaled_w = min(size, max(1, round(width * scale)))
+    return Letterbox((height, width), scale, (scaled_h, scaled_w), size)
 
 
 def unletterbox(prob: np.ndarray, lb: Letterbox) -> np.ndarray:
@@ -235,19 +248,26 @@ def tile(image: np.ndarray, size: int, overlap: int) -> tuple[np.ndarray, TileGr
     Returns:
         ``(tiles, grid)``: ``tiles`` ``(N, size, size)`` float32, ``grid`` for :func:`untile`.
     """
+    grid = tile_grid(_check_2d(image), size, overlap)
+    height, width = grid.image_shape
+    padded = np.full((max(height, size), max(width, size)), PAD_VALUE, np.float32)
+    padded[:height, :width] = image
+    tiles = np.empty((grid.n_tiles, size, size), np.float32)
+    for i, (y, x) in enumerate(grid.origins):
+        tiles[i] = padded[y : y + size, x : x + size]
+    return tiles, grid
+
+
+def tile_grid(shape: tuple[int, int], size: int, overlap: int) -> TileGrid:
+    """Where :func:`tile` cuts an ``(H, W)`` image (arguments as there)."""
     _check_size(size)
     if isinstance(overlap, bool) or not isinstance(overlap, Integral) or not 0 <= overlap < size:
         raise InvalidParameters(f"overlap must be in [0, size={size}), got {overlap}")
-    height, width = _check_2d(image)
+    height, width = shape
     stride = size - overlap
     ys = _tile_starts(height, size, stride)
     xs = _tile_starts(width, size, stride)
-    padded = np.full((max(height, size), max(width, size)), PAD_VALUE, np.float32)
-    padded[:height, :width] = image
-    tiles = np.empty((len(ys) * len(xs), size, size), np.float32)
-    for i, (y, x) in enumerate((y, x) for y in ys for x in xs):
-        tiles[i] = padded[y : y + size, x : x + size]
-    return tiles, TileGrid((height, width), size, overlap, ys, xs)
+    return TileGrid((height, width), size, overlap, ys, xs)
 
 
 def untile(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
@@ -328,6 +348,16 @@ class Restore:
                 )
             return unletterbox(outputs[0], self.transform)
         return untile(outputs, self.transform)
+
+
+def plan_restore(
+    shape: tuple[int, int], size: int, overlap: int, tile_factor: float = 1.5
+) -> Restore:
+    """The :class:`Restore` :func:`prepare` returns for an ``(H, W)`` image, from its shape alone
+    (for preprocessing elsewhere, e.g. on the device: ``ml_service.device_preprocess``)."""
+    if plan_input(shape, size, tile_factor) == "letterbox":
+        return Restore(letterbox_geometry(shape, size))
+    return Restore(tile_grid(shape, size, overlap))
 
 
 def prepare(

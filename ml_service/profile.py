@@ -13,13 +13,13 @@ entries. The engine calls ``calibrate`` at warm-up for a device that has no entr
 ``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
 
 Torch fast path (``ml_service.fastpath``, ``ml_service.fastpath_choice``): before the batch-size
-sweep, every precision valid on the device (fp32, bf16 on the CPU; fp32, tf32, bf16, fp16 on
-GPUs that have them) with and without channels_last, and with ``--compile`` (on by default on
-CUDA: ``default`` and ``reduce-overhead`` = CUDA graphs; off by default on the CPU, where one
-batch size takes tens of seconds to compile) the compiled variants, run ``--fast-batch`` probe
-images (default 1 on the CPU, 8 on a GPU); the fastest whose masks agree with fp32 is chosen,
-the torch sweep runs with it (so the memory line is the chosen configuration's), and the profile
-records the choice and every candidate.
+sweep, every precision valid on the device (fp32, bf16 on the CPU, and fp16 where oneDNN has
+fp16 kernels; fp32, tf32, bf16, fp16 on GPUs that have them) with and without channels_last, and
+with ``--compile`` (on by default on CUDA: ``default`` and ``reduce-overhead`` = CUDA graphs;
+off by default on the CPU, where one batch size takes tens of seconds to compile) the compiled
+variants, run ``--fast-batch`` probe images (default 1 on the CPU, 8 on a GPU); the fastest
+whose masks agree with fp32 is chosen, the torch sweep runs with it (so the memory line is the
+chosen configuration's), and the profile records the choice and every candidate.
 """
 
 from __future__ import annotations
@@ -186,7 +186,10 @@ def fastpath_options(
         why = "--compile off" if compile_arg == "off" else "slow to compile on the CPU"
         notes.append(f"torch.compile not measured ({why}; --compile on to include it)")
     if not cuda:
-        notes.append("CPU: tf32, fp16 and CUDA graphs are CUDA only")
+        notes.append(
+            "CPU: tf32 and CUDA graphs are CUDA only; fp16 is measured only where oneDNN has "
+            "fp16 kernels (fastpath.native_fp16_cpu)"
+        )
     batch = fast_batch or min(max_batch, 8 if cuda else 1)
     return FastPathOptions(modes, batch, repeats, tuple(notes))
 

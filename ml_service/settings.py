@@ -21,6 +21,7 @@ DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
 BackendSetting = Literal["auto", "torch", "onnxruntime"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
+DevicePreprocessSetting = Literal["auto", "on", "off"]
 
 
 class EngineSettings(BaseSettings):
@@ -59,6 +60,11 @@ class EngineSettings(BaseSettings):
     )
     compile: CompileSetting = Field(
         "auto", description="torch backend: torch.compile as recorded (auto), off or on"
+    )
+    device_preprocess: DevicePreprocessSetting = Field(
+        "auto",
+        description="torch backend: normalise and letterbox/tile on the device from the decoded "
+        "pixels (auto: on CUDA devices only)",
     )
     backend: BackendSetting = Field(
         "auto",

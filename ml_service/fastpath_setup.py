@@ -1,0 +1,91 @@
+"""The torch fast path wired into an engine: each torch model's configuration resolved at
+start-up (``ml_service.fastpath.resolve``: the profile's recorded choice, or
+``ML_PRECISION``/``ML_COMPILE``), the process-wide TF32 switch, the warm-up runs that compile
+every batch size the sizer may pick, and the model's fast-path entry in ``engine.describe()``.
+
+Other backends (ONNX Runtime) pass through untouched, except for warm-up, which every model
+gets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ml_service import fastpath
+from ml_service.backends import TorchBackend
+from ml_service.pool import LoadedModel
+from ml_service.profiles import ModelProfile
+from ml_service.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+WARM_UP_RUNS_COMPILED = 3
+"""Runs of each batch size of a compiled model (CUDA graphs are recorded on a later run)."""
+
+
+def configure_model(
+    model: LoadedModel, profile: ModelProfile | None, settings: EngineSettings
+) -> None:
+    """Torch models: run the fast-path configuration recorded in ``profile`` (measured by the
+    profiler; ignored when it is for another input size), or the one ``ML_PRECISION`` /
+    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``."""
+    if not isinstance(model.backend, TorchBackend):
+        return
+    if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
+        profile = None
+    config, reason = fastpath.resolve(
+        settings.precision, settings.compile, profile, model.backend.device
+    )
+    if config != model.backend.config:
+        model.backend.configure(config)
+    model.fastpath_reason = reason
+    log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
+
+
+def set_process_tf32(models: Iterable[LoadedModel], device_kind: str) -> None:
+    """On CUDA: TF32 on when any torch model runs ``tf32``, off otherwise (process-wide)."""
+    if device_kind != "cuda":
+        return
+    fastpath.set_tf32(
+        any(
+            isinstance(m.backend, TorchBackend) and m.backend.config.precision == "tf32"
+            for m in models
+        )
+    )
+
+
+def warm_up_sizes(model: LoadedModel, ceiling: int) -> tuple[list[int], int]:
+    """Batch sizes to run at warm-up and how often: 1 and the ceiling once; every size the
+    sizer may pick (1 … ceiling), :data:`WARM_UP_RUNS_COMPILED` times, for a compiled model."""
+    backend = model.backend
+    compiled = isinstance(backend, TorchBackend) and backend.config.compile != "off"
+    if compiled:
+        return list(range(1, ceiling + 1)), WARM_UP_RUNS_COMPILED
+    return sorted({1, ceiling}), 1
+
+
+def warm_up_model(model: LoadedModel, ceiling: int) -> None:
+    """Run :func:`warm_up_sizes` on zeros, the path requests take (device threshold where the
+    backend has one), so no request pays for allocation, kernel selection or compilation."""
+    size = model.spec.input_size
+    backend = model.backend
+    sizes, runs = warm_up_sizes(model, ceiling)
+    for n in sizes:
+        x = np.zeros((n, model.spec.in_channels, size, size), np.float32)
+        masks = getattr(backend, "returns_masks", False)
+        for _ in range(runs):
+            if masks:
+                backend.run(x, np.full(n, 0.5, np.float32))
+            else:
+                backend.run(x)
+
+
+def describe(model: LoadedModel) -> dict[str, Any] | None:
+    """A torch model's configuration and why (``engine.describe()``); None for others."""
+    if not isinstance(model.backend, TorchBackend):
+        return None
+    return {**model.backend.config.to_json(), "reason": model.fastpath_reason}

@@ -1,0 +1,68 @@
+"""What the engine returns: the user's segmentation parameters and one image's result (labels,
+objects with polygons and metrics, timings) with its encodings. ``ml_service.engine``
+re-exports both, so callers import them from there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_service.errors import InvalidParameters
+from ml_service.formats import label_mask_png, objects_to_coco, objects_to_geojson, objects_to_json
+from ml_service.postprocess import SegmentedObject
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """User-set postprocessing: probability threshold and minimum object area in pixels."""
+
+    threshold: float = 0.5
+    min_area: int = 50
+
+    def validate(self) -> SegmentationParams:
+        if not 0.05 <= self.threshold <= 0.95:
+            raise InvalidParameters(f"threshold must be within 0.05–0.95, got {self.threshold}")
+        if not 0 <= self.min_area <= 10_000_000:
+            raise InvalidParameters(f"min_area must be within 0–10000000, got {self.min_area}")
+        return self
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """Objects found in one image, in original pixel coordinates."""
+
+    model: str
+    variant: str
+    width: int
+    height: int
+    params: SegmentationParams
+    labels: np.ndarray = field(repr=False)  # (H, W) uint16, 0 = background
+    objects: list[SegmentedObject] = field(repr=False)
+    timings_ms: dict[str, float]
+    tiles: int
+    batch_sizes: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "threshold": self.params.threshold,
+            "min_area": self.params.min_area,
+            "tiles": self.tiles,
+            "batch_sizes": self.batch_sizes,
+            "timings_ms": self.timings_ms,
+            **objects_to_json(self.objects, self.width, self.height),
+        }
+
+    def to_geojson(self) -> dict[str, Any]:
+        return objects_to_geojson(self.objects, {"model": self.model})
+
+    def to_coco(self, image_id: int = 1, file_name: str = "image") -> dict[str, Any]:
+        return objects_to_coco(
+            self.labels, self.objects, image_id, file_name, self.width, self.height
+        )
+
+    def mask_png(self) -> bytes:
+        return label_mask_png(self.labels)
