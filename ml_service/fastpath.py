@@ -10,9 +10,13 @@ A :class:`FastPathConfig` is three choices:
   by up to 3%). Logits are cast back to fp32 before the sigmoid.
 - ``channels_last``: weights and inputs in NHWC memory format (faster convolutions on tensor
   cores and on oneDNN CPUs).
-- ``compile``: ``off``; ``default`` (``torch.compile``, one graph per batch size,
-  ``dynamic=False``); ``reduce-overhead`` (``torch.compile`` with CUDA graphs, captured at
-  warm-up for every batch size the sizer may pick; CUDA only).
+- ``compile``: ``off``; ``default`` (``torch.compile``; on CUDA one graph per batch size,
+  ``dynamic=False``; on the CPU with inductor's ``freezing`` (batch norms folded into the
+  convolutions, oneDNN weights prepacked, constants folded: an inference-only module) and
+  automatic dynamic shapes: a static graph for the first batch size, one graph with a dynamic
+  batch dimension for all the others, so warm-up compiles twice, not once per size);
+  ``reduce-overhead`` (``torch.compile`` with CUDA graphs, captured at warm-up for every batch
+  size the sizer may pick; CUDA only).
 
 The profiler (``python -m ml_service.profile``) measures the candidates valid on the device
 and records the fastest whose masks agree with fp32 in ``batch_sizes.json``; the engine runs the
@@ -169,8 +173,8 @@ def prepare_module(
     Under ``bf16``/``fp16`` the module's stem is kept in fp32
     (``ml_service.mixed_precision.apply_stem_policy``; undone for fp32/tf32). ``channels_last``
     converts the module's parameters in place (``nn.Module.to`` with a memory format);
-    compilation wraps it (``dynamic=False``: one graph per batch size, compiled by the engine's
-    warm-up). Autocast and the input's memory format are applied per call, by
+    compilation wraps it (:func:`compile_module`; compiled by the engine's warm-up). Autocast
+    and the input's memory format are applied per call, by
     :func:`autocast` and :func:`to_input_format`.
 
     Raises:
@@ -184,7 +188,31 @@ def prepare_module(
     module.to(memory_format=fmt)
     if config.compile == "off":
         return cast(Callable[[torch.Tensor], torch.Tensor], module)
-    compiled = torch.compile(module, mode=config.compile, dynamic=False)
+    return compile_module(module, config, device)
+
+
+MEASURING_RECOMPILE_LIMIT = 64
+
+
+def allow_many_compiled_copies() -> None:
+    """For processes that compile several copies of a model (the profiler's candidates, the
+    bench's engines): dynamo keeps 8 compiled graphs per code object by default, and each copy
+    of a module takes its own (one per input shape class), so later copies would silently run
+    eagerly. A worker compiles each model once and keeps the default."""
+    torch._dynamo.config.recompile_limit = max(
+        torch._dynamo.config.recompile_limit, MEASURING_RECOMPILE_LIMIT
+    )
+
+
+def compile_module(
+    module: nn.Module, config: FastPathConfig, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` as ``config.compile`` says (see the module docstring); lazy: each new
+    input shape compiles on its first call."""
+    if device.type == "cuda":
+        compiled = torch.compile(module, mode=config.compile, dynamic=False)
+    else:
+        compiled = torch.compile(module, dynamic=None, options={"freezing": True})
     return cast(Callable[[torch.Tensor], torch.Tensor], compiled)
 
 

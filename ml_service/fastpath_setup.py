@@ -3,6 +3,13 @@ start-up (``ml_service.fastpath.resolve``: the profile's recorded choice, or
 ``ML_PRECISION``/``ML_COMPILE``), the process-wide TF32 switch, the warm-up runs that compile
 every batch size the sizer may pick, and the model's fast-path entry in ``engine.describe()``.
 
+Compiling in the background (``ML_COMPILE_IN_BACKGROUND``, default on the CPU): a compiled
+model is warmed up eagerly, the engine is ready at once, and a daemon thread compiles every
+batch size the sizer may pick, then switches the model to the compiled graphs; no request
+waits for a compilation. On CUDA the warm-up compiles before the engine is ready (capturing
+CUDA graphs needs the device to itself). torch.compile's cache lives in ``ML_COMPILE_CACHE_DIR``
+(``TORCHINDUCTOR_CACHE_DIR`` when that is set), so a restarted worker compiles from it.
+
 Other backends (ONNX Runtime) pass through untouched, except for warm-up, which every model
 gets.
 """
@@ -10,6 +17,8 @@ gets.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,12 +36,31 @@ WARM_UP_RUNS_COMPILED = 3
 """Runs of each batch size of a compiled model (CUDA graphs are recorded on a later run)."""
 
 
+def compiles_in_background(settings: EngineSettings, device_kind: str) -> bool:
+    if settings.compile_in_background is not None:
+        return settings.compile_in_background
+    return device_kind != "cuda"
+
+
+def use_compile_cache(settings: EngineSettings) -> None:
+    """Point torch.compile's cache at ``ML_COMPILE_CACHE_DIR`` unless the environment names
+    another (``TORCHINDUCTOR_CACHE_DIR``). Inductor writes its default (a per-user directory
+    under /tmp) into that variable the first time it is asked, which importing torch may do:
+    that value is not a choice and is replaced; inductor reads the variable at each use."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(settings.compile_cache_dir.resolve())
+
+
 def configure_model(
     model: LoadedModel, profile: ModelProfile | None, settings: EngineSettings
 ) -> None:
     """Torch models: run the fast-path configuration recorded in ``profile`` (measured by the
     profiler; ignored when it is for another input size), or the one ``ML_PRECISION`` /
-    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``."""
+    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``. A compiled one runs
+    eagerly until warm-up compiles it when it compiles in the background."""
     if not isinstance(model.backend, TorchBackend):
         return
     if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
@@ -40,8 +68,11 @@ def configure_model(
     config, reason = fastpath.resolve(
         settings.precision, settings.compile, profile, model.backend.device
     )
-    if config != model.backend.config:
-        model.backend.configure(config)
+    later = compiles_in_background(settings, model.backend.device.type)
+    if config.compile != "off":
+        use_compile_cache(settings)
+    if config != model.backend.config or later:
+        model.backend.configure(config, compile_later=later)
     model.fastpath_reason = reason
     log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
 
@@ -70,10 +101,17 @@ def warm_up_sizes(model: LoadedModel, ceiling: int) -> tuple[list[int], int]:
 
 def warm_up_model(model: LoadedModel, ceiling: int) -> None:
     """Run :func:`warm_up_sizes` on zeros, the path requests take (device threshold where the
-    backend has one), so no request pays for allocation, kernel selection or compilation."""
+    backend has one), so no request pays for allocation, kernel selection or compilation; a
+    model whose compilation is deferred runs 1 and the ceiling eagerly and starts compiling
+    every size in the background."""
     size = model.spec.input_size
     backend = model.backend
     sizes, runs = warm_up_sizes(model, ceiling)
+    deferred = isinstance(backend, TorchBackend) and backend.compile_state == "pending"
+    if deferred:
+        assert isinstance(backend, TorchBackend)
+        backend.compile_in_background(sizes, runs, (model.spec.in_channels, size, size))
+        sizes, runs = sorted({1, ceiling}), 1
     for n in sizes:
         x = np.zeros((n, model.spec.in_channels, size, size), np.float32)
         masks = getattr(backend, "returns_masks", False)
@@ -88,4 +126,22 @@ def describe(model: LoadedModel) -> dict[str, Any] | None:
     """A torch model's configuration and why (``engine.describe()``); None for others."""
     if not isinstance(model.backend, TorchBackend):
         return None
-    return {**model.backend.config.to_json(), "reason": model.fastpath_reason}
+    backend = model.backend
+    return {
+        **backend.config.to_json(),
+        "reason": model.fastpath_reason,
+        "compile_state": backend.compile_state,
+    }
+
+
+def wait_compiled(models: Iterable[LoadedModel], timeout_s: float | None = None) -> bool:
+    """Wait for background compilations to end (compiled or failed); False on timeout."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    for model in models:
+        thread = getattr(model.backend, "compile_thread", None)
+        if thread is not None:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+            if thread.is_alive():
+                return False
+    return True

@@ -94,9 +94,7 @@ def release_fp32(module: nn.Module) -> None:
             del layer.__dict__["forward"]
 
 
-def stem_convolutions(
-    module: nn.Module, device: torch.device, size: int = TRACE_SIZE
-) -> list[str]:
+def stem_convolutions(module: nn.Module, device: torch.device, size: int = TRACE_SIZE) -> list[str]:
     """Names of the convolutions of ``module`` that run before its first feature map at a
     stride above :data:`STEM_STRIDE`, in execution order.
 

@@ -18,6 +18,7 @@ from models.weights import DEFAULT_WEIGHTS_DIR
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
 DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
+DEFAULT_COMPILE_CACHE = REPO_ROOT / "var" / "inductor"
 BackendSetting = Literal["auto", "torch", "onnxruntime"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
@@ -60,6 +61,16 @@ class EngineSettings(BaseSettings):
     )
     compile: CompileSetting = Field(
         "auto", description="torch backend: torch.compile as recorded (auto), off or on"
+    )
+    compile_cache_dir: Path = Field(
+        DEFAULT_COMPILE_CACHE,
+        description="torch.compile's on-disk cache (TORCHINDUCTOR_CACHE_DIR, unless that is "
+        "set): a restarted worker compiles from it in seconds",
+    )
+    compile_in_background: bool | None = Field(
+        None,
+        description="compile while serving with the eager model, switching when done "
+        "(default: on the CPU; CUDA graph capture needs the device to itself)",
     )
     device_preprocess: DevicePreprocessSetting = Field(
         "auto",
