@@ -20,7 +20,6 @@ lazily, so the engine runs (torch only) where it is not installed.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 import time
 from typing import Any, Protocol
@@ -32,8 +31,6 @@ from torch import nn
 from ml_service import fastpath
 from ml_service.errors import BackendUnavailable
 from ml_service.fastpath import FP32, FastPathConfig
-
-log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -91,54 +88,14 @@ class TorchBackend:
         self._local = threading.local()
         self.config = FP32
         self._call: Any = self.module
-        self.compile_state = "not deferred"  # pending, compiling, compiled or failed, ...
-        self.compile_thread: threading.Thread | None = None
         if config is not None:
             self.configure(config)
 
-    def configure(self, config: FastPathConfig, *, compile_later: bool = False) -> None:
+    def configure(self, config: FastPathConfig) -> None:
         """Run from now on as ``config`` says (see ``ml_service.fastpath.prepare_module``);
-        compilation happens on the first run of each batch size (the engine's warm-up). With
-        ``compile_later`` a compiled configuration runs its module eagerly (same precision and
-        memory format) until :meth:`compile_in_background` has compiled it."""
-        eager = FastPathConfig(config.precision, config.channels_last, "off")
-        later = compile_later and config.compile != "off"
-        self._call = fastpath.prepare_module(self.module, eager if later else config, self.device)
+        compilation happens on the first run of each batch size (the engine's warm-up)."""
+        self._call = fastpath.prepare_module(self.module, config, self.device)
         self.config = config
-        self.compile_state = "pending" if later else "not deferred"
-
-    def compile_in_background(
-        self, sizes: list[int], runs: int, item_shape: tuple[int, ...]
-    ) -> threading.Thread:
-        """Compile the configured module for each batch size in ``sizes`` (``runs`` runs each,
-        on zeros of ``item_shape``) in a daemon thread, while calls run the eager module; then
-        switch calls to the compiled one. If compiling fails the module stays eager and
-        ``compile_state`` says why."""
-        compiled = fastpath.compile_module(self.module, self.config, self.device)
-        self.compile_state = "compiling"
-
-        def work() -> None:
-            start = time.monotonic()
-            try:
-                with torch.inference_mode():
-                    for n in sizes:
-                        x = torch.zeros((n, *item_shape), device=self.device)
-                        x = fastpath.to_input_format(x, self.config)
-                        for _ in range(runs):
-                            with fastpath.autocast(self.config, self.device):
-                                compiled(x)
-            except Exception as exc:  # inductor/the C++ compiler raise many types
-                self.compile_state = f"failed, running eagerly: {type(exc).__name__}: {exc}"
-                log.warning("torch.compile in the background failed: %s", exc)
-                return
-            self._call = compiled
-            self.compile_state = "compiled"
-            log.info("compiled in the background in %.1f s", time.monotonic() - start)
-
-        thread = threading.Thread(target=work, name="engine-compile", daemon=True)
-        self.compile_thread = thread
-        thread.start()
-        return thread
 
     def _streams(self) -> tuple[torch.cuda.Stream, torch.cuda.Stream] | None:
         if self.device.type != "cuda":

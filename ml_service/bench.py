@@ -340,8 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # measure steady state: compile at warm-up, before the engine is ready, not behind it
-    settings = load_settings().model_copy(update={"compile_in_background": False})
+    settings = load_settings()
     allow_many_compiled_copies()  # eager, chosen and fast-path engines side by side
     if args.models:
         settings = settings.model_copy(update={"models": tuple(args.models.split(","))})

@@ -206,18 +206,11 @@ class Engine:
     def warm_up(self) -> None:
         """Run batch sizes 1 and the ceiling once (allocator, kernels, autotuning); a compiled
         torch model runs every size the sizer may pick (1 … ceiling), three times (CUDA graphs
-        are recorded on a later run than the first), so no request pays for compilation; on
-        the CPU that compilation runs in the background while the model serves eagerly
+        are recorded on a later run than the first), so no request pays for compilation
         (``fastpath_setup.warm_up_model``). Starts the CPU worker processes."""
         self._stages.start()
         for name, model in self.pool.models.items():
             fastpath_setup.warm_up_model(model, self.sizer.ceiling(name))
-
-    def wait_compiled(self, timeout_s: float | None = None) -> bool:
-        """Wait until every model compiling in the background is compiled (or gave up and
-        runs eagerly: see ``describe()``); False on timeout. Benchmarks call it to measure the
-        steady state."""
-        return fastpath_setup.wait_compiled(self.pool.models.values(), timeout_s)
 
     def submit(
         self,

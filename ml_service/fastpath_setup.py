@@ -3,12 +3,11 @@ start-up (``ml_service.fastpath.resolve``: the profile's recorded choice, or
 ``ML_PRECISION``/``ML_COMPILE``), the process-wide TF32 switch, the warm-up runs that compile
 every batch size the sizer may pick, and the model's fast-path entry in ``engine.describe()``.
 
-Compiling in the background (``ML_COMPILE_IN_BACKGROUND``, default on the CPU): a compiled
-model is warmed up eagerly, the engine is ready at once, and a daemon thread compiles every
-batch size the sizer may pick, then switches the model to the compiled graphs; no request
-waits for a compilation. On CUDA the warm-up compiles before the engine is ready (capturing
-CUDA graphs needs the device to itself). torch.compile's cache lives in ``ML_COMPILE_CACHE_DIR``
-(``TORCHINDUCTOR_CACHE_DIR`` when that is set), so a restarted worker compiles from it.
+torch.compile's cache lives in ``ML_COMPILE_CACHE_DIR`` (``TORCHINDUCTOR_CACHE_DIR`` when that
+is set), so a restarted worker compiles from it in seconds. Compilation is not done in the
+background while the model serves: torch.compile is not thread-safe against other module calls
+(its tracer patches ``nn.Module.__call__`` process-wide while it traces; tried 2026-11-24, three
+models compiling in background threads hung the worker).
 
 Other backends (ONNX Runtime) pass through untouched, except for warm-up, which every model
 gets.
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,12 +32,6 @@ log = logging.getLogger(__name__)
 
 WARM_UP_RUNS_COMPILED = 3
 """Runs of each batch size of a compiled model (CUDA graphs are recorded on a later run)."""
-
-
-def compiles_in_background(settings: EngineSettings, device_kind: str) -> bool:
-    if settings.compile_in_background is not None:
-        return settings.compile_in_background
-    return device_kind != "cuda"
 
 
 def use_compile_cache(settings: EngineSettings) -> None:
@@ -59,8 +51,7 @@ def configure_model(
 ) -> None:
     """Torch models: run the fast-path configuration recorded in ``profile`` (measured by the
     profiler; ignored when it is for another input size), or the one ``ML_PRECISION`` /
-    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``. A compiled one runs
-    eagerly until warm-up compiles it when it compiles in the background."""
+    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``."""
     if not isinstance(model.backend, TorchBackend):
         return
     if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
@@ -68,11 +59,10 @@ def configure_model(
     config, reason = fastpath.resolve(
         settings.precision, settings.compile, profile, model.backend.device
     )
-    later = compiles_in_background(settings, model.backend.device.type)
     if config.compile != "off":
         use_compile_cache(settings)
-    if config != model.backend.config or later:
-        model.backend.configure(config, compile_later=later)
+    if config != model.backend.config:
+        model.backend.configure(config)
     model.fastpath_reason = reason
     log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
 
@@ -101,17 +91,10 @@ def warm_up_sizes(model: LoadedModel, ceiling: int) -> tuple[list[int], int]:
 
 def warm_up_model(model: LoadedModel, ceiling: int) -> None:
     """Run :func:`warm_up_sizes` on zeros, the path requests take (device threshold where the
-    backend has one), so no request pays for allocation, kernel selection or compilation; a
-    model whose compilation is deferred runs 1 and the ceiling eagerly and starts compiling
-    every size in the background."""
+    backend has one), so no request pays for allocation, kernel selection or compilation."""
     size = model.spec.input_size
     backend = model.backend
     sizes, runs = warm_up_sizes(model, ceiling)
-    deferred = isinstance(backend, TorchBackend) and backend.compile_state == "pending"
-    if deferred:
-        assert isinstance(backend, TorchBackend)
-        backend.compile_in_background(sizes, runs, (model.spec.in_channels, size, size))
-        sizes, runs = sorted({1, ceiling}), 1
     for n in sizes:
         x = np.zeros((n, model.spec.in_channels, size, size), np.float32)
         masks = getattr(backend, "returns_masks", False)
@@ -126,22 +109,4 @@ def describe(model: LoadedModel) -> dict[str, Any] | None:
     """A torch model's configuration and why (``engine.describe()``); None for others."""
     if not isinstance(model.backend, TorchBackend):
         return None
-    backend = model.backend
-    return {
-        **backend.config.to_json(),
-        "reason": model.fastpath_reason,
-        "compile_state": backend.compile_state,
-    }
-
-
-def wait_compiled(models: Iterable[LoadedModel], timeout_s: float | None = None) -> bool:
-    """Wait for background compilations to end (compiled or failed); False on timeout."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    for model in models:
-        thread = getattr(model.backend, "compile_thread", None)
-        if thread is not None:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(left)
-            if thread.is_alive():
-                return False
-    return True
+    return {**model.backend.config.to_json(), "reason": model.fastpath_reason}

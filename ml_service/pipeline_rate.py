@@ -97,9 +97,7 @@ def record_pipeline_rates(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batch_sizes.json"
         book.save(path)
-        # compiled before measuring (blocking warm-up), not eager while compiling behind it
-        blocking = {"profiles_path": path, "compile_in_background": False}
-        with Engine.from_settings(settings.model_copy(update=blocking)) as engine:
+        with Engine.from_settings(settings.model_copy(update={"profiles_path": path})) as engine:
             for name, loaded in engine.pool.models.items():
                 spec = loaded.spec
                 rate = measure_pipeline(engine, name, size=spec.input_size, images=images)

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print, do not write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_settings().model_copy(update={"compile_in_background": False})
+    settings = load_settings()
     allow_many_compiled_copies()  # every candidate is a compiled copy
     if args.models:
         settings = settings.model_copy(update={"models": tuple(args.models.split(","))})

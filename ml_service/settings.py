@@ -67,11 +67,6 @@ class EngineSettings(BaseSettings):
         description="torch.compile's on-disk cache (TORCHINDUCTOR_CACHE_DIR, unless that is "
         "set): a restarted worker compiles from it in seconds",
     )
-    compile_in_background: bool | None = Field(
-        None,
-        description="compile while serving with the eager model, switching when done "
-        "(default: on the CPU; CUDA graph capture needs the device to itself)",
-    )
     device_preprocess: DevicePreprocessSetting = Field(
         "auto",
         description="torch backend: normalise and letterbox/tile on the device from the decoded "

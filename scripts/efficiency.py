@@ -69,9 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         images = synthetic_images(args.images_per_user, 256, Path(tmp))
-        settings = load_settings().model_copy(
-            update={"models": (args.model,), "compile_in_background": False}
-        )
+        settings = load_settings().model_copy(update={"models": (args.model,)})
         with Engine.from_settings(settings) as engine:
             raw = bench_model(engine, args.model, args.users, args.users * args.images_per_user)
             encoded = [p.read_bytes() for p in images] * args.users

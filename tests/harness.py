@@ -181,6 +181,10 @@ def running_service(
         "ML_DEVICE": "cpu",
         "ML_MAX_QUEUE_DELAY_MS": "20",
         "ML_TORCH_THREADS": "1",
+        # the service tests are about the service: workers start in seconds instead of
+        # compiling the recorded configurations for 10-40 s each on these two cores
+        # (tests/ml_service/test_compile_cpu.py covers compilation)
+        "ML_COMPILE": "off",
         "PYTHONUNBUFFERED": "1",
         **(extra_env or {}),
     }

@@ -1,0 +1,66 @@
+"""torch.compile on the CPU (inductor with freezing, automatic dynamic batch): compiled at
+warm-up with the same masks as eager, its on-disk cache, and the profiler's candidates."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+from ml_service.device import CpuProbe
+from ml_service.engine import Engine
+from ml_service.evaluation import iou
+from ml_service.fastpath_setup import use_compile_cache
+from ml_service.profile import fastpath_options
+from ml_service.settings import EngineSettings
+from ml_service.synthetic import generate_sample
+
+
+def _pngs(n: int) -> list[bytes]:
+    rng = np.random.default_rng(7)
+    return [cv2.imencode(".png", generate_sample(rng, 256).image)[1].tobytes() for _ in range(n)]
+
+
+def test_compiled_at_warm_up_with_the_masks_of_eager(
+    settings: EngineSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    base = settings.model_copy(update={"models": ("hrnet",), "max_batch_size": 4})
+    images = _pngs(3)
+    with Engine.from_settings(base.model_copy(update={"compile": "off"})) as engine:
+        eager = [engine.segment(b, "hrnet").labels for b in images]
+    cache = tmp_path / "inductor"
+    compiled_settings = base.model_copy(update={"compile": "on", "compile_cache_dir": cache})
+    with Engine.from_settings(compiled_settings) as engine:
+        (entry,) = engine.describe()["models"]
+        assert entry["fastpath"]["compile"] == "default"
+        compiled = [engine.segment(b, "hrnet").labels for b in images]
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache.resolve())
+    assert any(cache.iterdir())  # the cache a restarted worker compiles from
+    for a, b in zip(eager, compiled, strict=True):
+        assert iou(a > 0, b > 0) >= 0.999
+
+
+def test_compile_cache_goes_to_the_setting_unless_the_environment_chose(
+    settings: EngineSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"compile_cache_dir": tmp_path / "ind"})
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # inductor's own default
+    use_compile_cache(s)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "ind").resolve())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "chosen"))
+    use_compile_cache(s)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "chosen")
+
+
+def test_the_profiler_measures_compiled_candidates_unless_told_not_to() -> None:
+    probe = CpuProbe()
+    for arg in ("auto", "on"):
+        assert fastpath_options(probe, arg, None, 8, 5).compile_modes == ("off", "default")
+    off = fastpath_options(probe, "off", None, 8, 5)
+    assert off.compile_modes == ("off",)
+    assert any("torch.compile not measured" in n for n in off.notes)
