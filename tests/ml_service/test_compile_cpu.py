@@ -39,8 +39,9 @@ def test_compiled_at_warm_up_with_the_masks_of_eager(
         (entry,) = engine.describe()["models"]
         assert entry["fastpath"]["compile"] == "default"
         compiled = [engine.segment(b, "hrnet").labels for b in images]
+    # where inductor caches what it compiles, for a restarted worker (whether files land there
+    # depends on what this test process compiled before: its in-memory caches come first)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache.resolve())
-    assert any(cache.iterdir())  # the cache a restarted worker compiles from
     for a, b in zip(eager, compiled, strict=True):
         assert iou(a > 0, b > 0) >= 0.999
 
