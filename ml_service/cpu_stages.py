@@ -108,6 +108,8 @@ def _decoded(image: np.ndarray | bytes, max_pixels: int) -> np.ndarray:
     height, width = image.shape[:2]
     if height * width > max_pixels:
         raise InvalidImage(f"image has {height * width} pixels, over MAX_IMAGE_PIXELS")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():  # decoded TIFFs are checked
+        raise InvalidImage("image contains NaN or infinite pixel values")
     return image
 
 

@@ -136,6 +136,22 @@ def profile_from_points(
     )
 
 
+def keep_service_efficiency(old: ModelProfile | None, new: ModelProfile) -> ModelProfile:
+    """``new``, carrying ``old``'s ``service_efficiency``: it is measured against a running
+    service (``scripts.efficiency --record``), not by the profiler, and the planner multiplies
+    by it; dropping it on a re-profile would make the plan silently optimistic. It was measured
+    against the old whole path, so re-run ``scripts.efficiency --record`` to refresh it."""
+    if old is None or old.service_efficiency is None or new.service_efficiency is not None:
+        return new
+    log.warning(
+        "%s: keeping service_efficiency %.3f measured before this profile; re-run "
+        "scripts.efficiency --record to measure it against the new figures",
+        new.backend,
+        old.service_efficiency,
+    )
+    return dataclasses.replace(new, service_efficiency=old.service_efficiency)
+
+
 def budget_mb(probe: DeviceProbe, settings: EngineSettings, resident_bytes: int) -> float:
     reading = probe.read()
     usable = reading.total - reading.foreign
@@ -340,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             spec, settings, probe, backends, batch_sizes=sizes, repeats=args.repeats, fast=fast
         )
         for kind, profile in sorted(profiles.items()):
+            profile = keep_service_efficiency(book.get(probe.key, f"{spec.key}:{kind}"), profile)
             book.put(probe.key, f"{spec.key}:{kind}", profile)
             for p in profile.points:
                 star = " *" if p.batch_size == profile.best_batch_size else ""

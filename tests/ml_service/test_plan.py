@@ -112,3 +112,16 @@ def test_a_recorded_service_efficiency_scales_the_whole_path(tmp_path) -> None: 
     assert plan.rates["hrnet"].images_per_s == pytest.approx(60 * 0.667)
     assert "service efficiency 0.67" in plan.rates["hrnet"].source
     assert not plan.estimated
+
+
+def test_a_re_profile_keeps_the_measured_service_efficiency() -> None:
+    from ml_service.profile import keep_service_efficiency
+
+    old = ModelProfile(1, 2, 1, 4, pipeline_images_per_s=80.0, service_efficiency=0.52)
+    new = ModelProfile(1, 2, 1, 8, pipeline_images_per_s=70.0)
+    kept = keep_service_efficiency(old, new)
+    assert kept.service_efficiency == 0.52 and kept.pipeline_images_per_s == 70.0
+    assert kept.max_batch_size == 8  # everything else is the new measurement
+    assert keep_service_efficiency(None, new) is new
+    fresh = ModelProfile(1, 2, 1, 8, service_efficiency=0.6)
+    assert keep_service_efficiency(old, fresh).service_efficiency == 0.6
