@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -193,11 +193,18 @@ class CpuStages:
             assert self._pool is not None
             return self._pool
 
-    def start(self) -> None:
-        """Start every worker process now, so no request waits for one to start."""
-        if self._pool is not None:
-            for future in [self._pool.submit(_ready) for _ in range(self.workers)]:
-                future.result()
+    def start(self) -> list[Future[bool]]:
+        """Start every worker process now, so no request waits for one to start; returns at
+        once (the processes import in the background), :meth:`wait_started` waits for them."""
+        if self._pool is None:
+            return []
+        return [self._pool.submit(_ready) for _ in range(self.workers)]
+
+    @staticmethod
+    def wait_started(started: list[Future[bool]]) -> None:
+        """Wait until the processes :meth:`start` started answer (raises if one failed)."""
+        for future in started:
+            future.result()
 
     def close(self) -> None:
         if self._pool is not None:

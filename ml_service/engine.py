@@ -205,12 +205,14 @@ class Engine:
 
     def warm_up(self) -> None:
         """Run batch sizes 1 and the ceiling once (allocator, kernels, autotuning); a compiled
-        torch model runs every size the sizer may pick (1 … ceiling), three times (CUDA graphs
-        are recorded on a later run than the first), so no request pays for compilation
-        (``fastpath_setup.warm_up_model``). Starts the CPU worker processes."""
-        self._stages.start()
+        torch model runs every size the sizer may pick (1 … ceiling; three times with CUDA
+        graphs, recorded on a later run than the first), so no request pays for compilation
+        (``fastpath_setup.warm_up_model``). Starts the CPU worker processes meanwhile (they
+        import on the other cores while the models compile) and waits for them."""
+        started = self._stages.start()
         for name, model in self.pool.models.items():
             fastpath_setup.warm_up_model(model, self.sizer.ceiling(name))
+        self._stages.wait_started(started)
 
     def submit(
         self,

@@ -11,10 +11,9 @@ A :class:`FastPathConfig` is three choices:
 - ``channels_last``: weights and inputs in NHWC memory format (faster convolutions on tensor
   cores and on oneDNN CPUs).
 - ``compile``: ``off``; ``default`` (``torch.compile``; on CUDA one graph per batch size,
-  ``dynamic=False``; on the CPU with inductor's ``freezing`` (batch norms folded into the
-  convolutions, oneDNN weights prepacked, constants folded: an inference-only module) and
-  automatic dynamic shapes: a static graph for the first batch size, one graph with a dynamic
-  batch dimension for all the others, so warm-up compiles twice, not once per size);
+  ``dynamic=False``; on the CPU with automatic dynamic shapes: a static graph for the first
+  batch size, one graph with a dynamic batch dimension for all the others, so warm-up compiles
+  twice, not once per size; no freezing: see :func:`compile_module`);
   ``reduce-overhead`` (``torch.compile`` with CUDA graphs, captured at warm-up for every batch
   size the sizer may pick; CUDA only).
 
@@ -208,11 +207,19 @@ def compile_module(
     module: nn.Module, config: FastPathConfig, device: torch.device
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``torch.compile`` as ``config.compile`` says (see the module docstring); lazy: each new
-    input shape compiles on its first call."""
+    input shape compiles on its first call.
+
+    On the CPU inductor's ``freezing`` is not used. Passed as a compile option it freezes
+    nothing (dynamo reads the switch while tracing, before the option applies, so the weights
+    stay graph inputs) and only stops the compiled graph from being cached, which doubled a
+    restarted worker's compile time; switched on process-wide it does fold batch norms and
+    prepack oneDNN weights, but in torch 2.14.1 that made hrnet/small slower (5.2–6.1 vs 3.4 ms
+    at batch 1) and failed on unet/small's dynamic-batch graph (a stride assertion in a fused
+    convolution). Measured 2026-11-24, docs/benchmarks.md "Fast path"."""
     if device.type == "cuda":
         compiled = torch.compile(module, mode=config.compile, dynamic=False)
     else:
-        compiled = torch.compile(module, dynamic=None, options={"freezing": True})
+        compiled = torch.compile(module, dynamic=None)
     return cast(Callable[[torch.Tensor], torch.Tensor], compiled)
 
 

@@ -30,8 +30,9 @@ from ml_service.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-WARM_UP_RUNS_COMPILED = 3
-"""Runs of each batch size of a compiled model (CUDA graphs are recorded on a later run)."""
+WARM_UP_RUNS_CUDA_GRAPHS = 3
+"""Runs of each batch size of a model compiled with CUDA graphs (recorded on a later run than
+the first); other compiled models compile on the first run of each size, so they run it once."""
 
 
 def use_compile_cache(settings: EngineSettings) -> None:
@@ -81,12 +82,14 @@ def set_process_tf32(models: Iterable[LoadedModel], device_kind: str) -> None:
 
 def warm_up_sizes(model: LoadedModel, ceiling: int) -> tuple[list[int], int]:
     """Batch sizes to run at warm-up and how often: 1 and the ceiling once; every size the
-    sizer may pick (1 … ceiling), :data:`WARM_UP_RUNS_COMPILED` times, for a compiled model."""
+    sizer may pick (1 … ceiling) for a compiled model, once each, or
+    :data:`WARM_UP_RUNS_CUDA_GRAPHS` times with CUDA graphs."""
     backend = model.backend
-    compiled = isinstance(backend, TorchBackend) and backend.config.compile != "off"
-    if compiled:
-        return list(range(1, ceiling + 1)), WARM_UP_RUNS_COMPILED
-    return sorted({1, ceiling}), 1
+    mode = backend.config.compile if isinstance(backend, TorchBackend) else "off"
+    if mode == "off":
+        return sorted({1, ceiling}), 1
+    runs = WARM_UP_RUNS_CUDA_GRAPHS if mode == "reduce-overhead" else 1
+    return list(range(1, ceiling + 1)), runs
 
 
 def warm_up_model(model: LoadedModel, ceiling: int) -> None:

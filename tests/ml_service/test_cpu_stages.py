@@ -57,7 +57,7 @@ def test_default_workers_leave_small_machines_alone() -> None:
 def test_worker_processes_raise_the_engines_typed_errors() -> None:
     stages = CpuStages(1)
     try:
-        stages.start()
+        stages.wait_started(stages.start())
         with pytest.raises(InvalidImage):
             stages.call(decode_and_prepare, b"\x89PNG\r\n\x1a\n" + b"\0" * 20, 10**8, 256, 32)
         big = encode_png(np.zeros((300, 300), np.uint8))
@@ -104,7 +104,7 @@ def test_pool_processes_survive_sigterm_and_a_killed_one_is_replaced() -> None:
     a process that dies anyway (SIGKILL, the OOM killer) costs a new pool, not the call."""
     stages = CpuStages(1)
     try:
-        stages.start()
+        stages.wait_started(stages.start())
         first = stages.call(_pid)
         os.kill(first, signal.SIGTERM)
         time.sleep(0.3)
