@@ -197,33 +197,36 @@ async def job_counts(pool: asyncpg.Pool, job_id: str) -> tuple[dict[str, int], i
     return counts, sum(counts.values())
 
 
+# One round trip per finished image; the two service-wide counts read the partial indexes of
+# migration 003 (images_finished, images_waiting), so its cost follows the work in hand, not
+# how many images are retained.
+JOB_PROGRESS_SQL = """
+WITH mine AS (SELECT status, created_at FROM images WHERE job_id = $1),
+     per AS (SELECT status, count(*) AS n FROM mine GROUP BY status),
+     first AS (
+         SELECT min(created_at) AS t FROM mine WHERE status IN ('queued', 'dispatched')
+     )
+SELECT
+    (SELECT array_agg(status) FROM per) AS statuses,
+    (SELECT array_agg(n) FROM per) AS counts,
+    (SELECT count(*) FROM images
+      WHERE status IN ('done', 'failed')
+        AND finished_at > now() - interval '60 seconds') AS recent,
+    (SELECT count(*) FROM images, first
+      WHERE first.t IS NOT NULL
+        AND images.status IN ('queued', 'dispatched', 'processing')
+        AND images.created_at < first.t AND images.job_id <> $1) AS ahead,
+    (SELECT t IS NOT NULL FROM first) AS waiting
+"""
+
+
 async def job_progress(
     pool: asyncpg.Pool, job_id: str
 ) -> tuple[dict[str, int], int, int | None, float]:
     """In one round trip: the job's image counts per status and total (as :func:`job_counts`),
     the images of all users waiting ahead of its first waiting image (``None`` when it has
     nothing waiting), and the service's images/s over the last minute."""
-    row = await pool.fetchrow(
-        """
-        WITH mine AS (SELECT status, created_at FROM images WHERE job_id = $1),
-             per AS (SELECT status, count(*) AS n FROM mine GROUP BY status),
-             first AS (
-                 SELECT min(created_at) AS t FROM mine WHERE status IN ('queued', 'dispatched')
-             )
-        SELECT
-            (SELECT array_agg(status) FROM per) AS statuses,
-            (SELECT array_agg(n) FROM per) AS counts,
-            (SELECT count(*) FROM images
-              WHERE status IN ('done', 'failed')
-                AND finished_at > now() - interval '60 seconds') AS recent,
-            (SELECT count(*) FROM images, first
-              WHERE first.t IS NOT NULL
-                AND images.status IN ('queued', 'dispatched', 'processing')
-                AND images.created_at < first.t AND images.job_id <> $1) AS ahead,
-            (SELECT t IS NOT NULL FROM first) AS waiting
-        """,
-        job_id,
-    )
+    row = await pool.fetchrow(JOB_PROGRESS_SQL, job_id)
     counts = dict(zip(row["statuses"] or [], row["counts"] or [], strict=True))
     position = int(row["ahead"]) if row["waiting"] else None
     return counts, sum(counts.values()), position, row["recent"] / 60.0

@@ -79,3 +79,28 @@ def test_counts_position_and_rate_in_one_query(dsn: str) -> None:
             await conn.close()
 
     asyncio.run(go())
+
+
+def test_progress_reads_indexes_not_every_retained_image(dsn: str) -> None:
+    """Run once per finished image: with many images retained, its service-wide counts must
+    come from indexes (migration 003), not from scanning the table."""
+
+    async def go() -> str:
+        conn = await asyncpg.connect(dsn)
+        try:
+            user = await conn.fetchval(
+                "INSERT INTO users (name, api_key_hash) VALUES ('u', 'h') RETURNING id"
+            )
+            for _ in range(20):  # 2000 finished images of earlier jobs
+                await _job(conn, user, ["done"] * 100, 3600)
+            mine = await _job(conn, user, ["done", "queued"], 10)
+            await conn.execute("ANALYZE images")
+            await conn.execute("SET enable_seqscan = off")  # a scan only where no index serves
+            rows = await conn.fetch("EXPLAIN " + work.JOB_PROGRESS_SQL, uuid.UUID(mine))
+            return "\n".join(r[0] for r in rows)
+        finally:
+            await conn.close()
+
+    plan = asyncio.run(go())
+    assert "Seq Scan on images" not in plan, plan
+    assert "images_finished" in plan and "images_waiting" in plan, plan
