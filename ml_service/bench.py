@@ -2,14 +2,19 @@
 inference vs the dynamic batcher, and the torch fast path.
 
     python -m ml_service.bench [--models hrnet,unet] [--callers 8] [--images 48] [--repeats 15]
+                               [--block 5]
                                [--device cuda] [--variant full] [--sections fastpath]
                                [--json out.json]
 
 1. Backends: the engine is built as the service builds it (``ML_BACKEND``, ``auto`` by default:
    per model the faster backend recorded for this device). Beside it, every model is also loaded
-   as eager fp32 PyTorch from the same weights. ``ms/img`` is the median of ``--repeats`` batch-1
-   runs of each backend, interleaved (``ml_service.measure.median_latencies_s``) so a busy
-   machine slows both alike; ``engine img/s`` runs ``--images`` PNG images through the full
+   as eager fp32 PyTorch from the same weights. ``ms/img`` is per image at batch 1 and at the
+   batch size the engine serves (its sizer's ceiling from the profile), eager fp32 measured at
+   both: the median over ``--repeats`` rounds, each round timing every backend and batch over
+   ``--block`` calls in a row (``ml_service.measure.median_latencies_s``), so a busy machine
+   slows all alike while a small model is not charged for the caches another copy evicted.
+   ``speedup served`` is eager's better per-image figure over the chosen backend's at the served
+   batch; ``engine img/s`` runs ``--images`` PNG images through the full
    engine path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an
    engine on eager PyTorch and through the engine on the chosen backends, in alternating
    chunks.
@@ -135,24 +140,36 @@ def bench_backends(
     callers: int,
     images: int,
     repeats: int,
+    block: int = 5,
 ) -> dict[str, Any]:
-    """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``."""
+    """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``, per image: at
+    batch 1, and at the batch size the engine serves (its sizer's ceiling) where that is larger,
+    eager fp32 measured at both (its better one is the baseline, since batching may help it too).
+    Each backend is timed in blocks of ``block`` calls, the blocks alternating."""
     chosen = engine.pool.get(name)
-    x = _inputs(chosen, 1, seed=1)[0][None]
-    runs = {
-        "eager": functools.partial(eager.pool.get(name).backend.run, x),
-        "chosen": functools.partial(chosen.backend.run, x),
-    }
-    latency = median_latencies_s(runs, chosen.backend.device, repeats)
+    served = engine.sizer.ceiling(name)
+    sizes = sorted({1, served})
+    runs: dict[str, functools.partial[np.ndarray]] = {}
+    for n in sizes:
+        x = np.stack(_inputs(chosen, n, seed=1))
+        runs[f"eager@{n}"] = functools.partial(eager.pool.get(name).backend.run, x)
+        runs[f"chosen@{n}"] = functools.partial(chosen.backend.run, x)
+    latency = median_latencies_s(runs, chosen.backend.device, repeats, block=block)
+    per_img = {key: 1000 * s / int(key.split("@")[1]) for key, s in latency.items()}
+    eager_best = min(per_img[f"eager@{n}"] for n in sizes)
     pngs = sample_pngs(chosen.spec.input_size, images, seed=20_000, kind=None)
     e2e = _engines_img_s({"eager": eager, "chosen": engine}, name, pngs, callers)
     return {
         "model": chosen.spec.key,
         "backend": chosen.backend.name,
         "backend_reason": chosen.backend_reason,
-        "eager_ms_per_img": round(1000 * latency["eager"], 2),
-        "chosen_ms_per_img": round(1000 * latency["chosen"], 2),
-        "speedup": round(latency["eager"] / latency["chosen"], 2),
+        "eager_ms_per_img": round(per_img["eager@1"], 2),
+        "chosen_ms_per_img": round(per_img["chosen@1"], 2),
+        "speedup": round(per_img["eager@1"] / per_img["chosen@1"], 2),
+        "served_batch": served,
+        "eager_ms_per_img_served_batch": round(per_img[f"eager@{served}"], 2),
+        "chosen_ms_per_img_served_batch": round(per_img[f"chosen@{served}"], 2),
+        "served_speedup": round(eager_best / per_img[f"chosen@{served}"], 2),
         "eager_engine_img_s": round(e2e["eager"], 2),
         "chosen_engine_img_s": round(e2e["chosen"], 2),
         "engine_ratio": round(e2e["chosen"] / e2e["eager"], 2),
@@ -166,9 +183,13 @@ def _print(report: dict[str, Any]) -> None:
     cols = (
         "model",
         "backend",
+        "eager ms/img b1",
+        "chosen ms/img b1",
+        "speedup b1",
+        "served batch",
         "eager ms/img",
         "chosen ms/img",
-        "speedup",
+        "speedup served",
         "eager engine img/s",
         "chosen engine img/s",
         "ratio",
@@ -182,6 +203,10 @@ def _print(report: dict[str, Any]) -> None:
             f"{r['eager_ms_per_img']:.1f}",
             f"{r['chosen_ms_per_img']:.1f}",
             f"{r['speedup']:.2f}x",
+            str(r["served_batch"]),
+            f"{r['eager_ms_per_img_served_batch']:.1f}",
+            f"{r['chosen_ms_per_img_served_batch']:.1f}",
+            f"{r['served_speedup']:.2f}x",
             f"{r['eager_engine_img_s']:.2f}",
             f"{r['chosen_engine_img_s']:.2f}",
             f"{r['engine_ratio']:.2f}x",
@@ -260,11 +285,12 @@ def run(
     images: int,
     repeats: int,
     sections: tuple[str, ...] = SECTIONS,
+    block: int = 5,
 ) -> dict[str, Any]:
     """The ``sections`` for every model in ``settings``; the report ``main`` prints."""
     report: dict[str, Any] = {"backends": [], "results": [], "fastpath": []}
     if "backends" in sections or "batcher" in sections:
-        report.update(_run_backends(settings, callers, images, repeats, sections))
+        report.update(_run_backends(settings, callers, images, repeats, sections, block))
     probe = make_probe(settings.device)
     if "fastpath" in sections:
         book = ProfileBook.load(settings.profiles_path)
@@ -281,12 +307,18 @@ def run(
         "callers": callers,
         "images": images,
         "repeats": repeats,
+        "block": block,
         **report,
     }
 
 
 def _run_backends(
-    settings: EngineSettings, callers: int, images: int, repeats: int, sections: tuple[str, ...]
+    settings: EngineSettings,
+    callers: int,
+    images: int,
+    repeats: int,
+    sections: tuple[str, ...],
+    block: int = 5,
 ) -> dict[str, Any]:
     engine = Engine.from_settings(settings)
     eager_settings = settings.model_copy(update={"backend": "torch"})
@@ -305,7 +337,9 @@ def _run_backends(
         eager.warm_up()
         names = list(engine.batchers)
         backends = [
-            bench_backends(engine, eager, n, callers=callers, images=images, repeats=repeats)
+            bench_backends(
+                engine, eager, n, callers=callers, images=images, repeats=repeats, block=block
+            )
             for n in names
             if "backends" in sections
         ]
@@ -331,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
     parser.add_argument("--callers", type=int, default=8)
     parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=15, help="batch-1 runs per backend")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per backend")
+    parser.add_argument("--block", type=int, default=5, help="calls timed in a row per round")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--device", help="overrides ML_DEVICE (cpu, cuda, cuda:N)")
     parser.add_argument("--variant", choices=("small", "full"), help="overrides ML_VARIANT")
@@ -359,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
             callers=args.callers,
             images=args.images,
             repeats=args.repeats,
+            block=args.block,
             sections=sections,
         ),
     }

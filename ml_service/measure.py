@@ -128,20 +128,30 @@ def measure_peak(
 
 
 def median_latencies_s(
-    runs: Mapping[str, Callable[[], object]], device: torch.device, repeats: int
+    runs: Mapping[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    *,
+    block: int = 1,
 ) -> dict[str, float]:
-    """Median wall time of each ``run`` over ``repeats`` rounds; in each round every run is
-    called once untimed, then once timed. Interleaving makes a machine whose load changes (a
-    shared CPU) slow them all alike; the untimed call absorbs the switch (another library's
-    worker threads still spinning, cold caches) so it is not charged to the next run."""
+    """Median wall time of one call of each ``run`` over ``repeats`` rounds; in each round every
+    run is called once untimed, then ``block`` times timed (the round's figure is their mean).
+    Interleaving makes a machine whose load changes (a shared CPU) slow them all alike; the
+    untimed call absorbs the switch (another library's worker threads still spinning, cold
+    caches) so it is not charged to the next run. ``block`` > 1 times each run over several
+    calls in a row: for a model of a few milliseconds, alternating weight copies call by call
+    charges every call for the caches the other copy evicted, which is not what a worker that
+    serves one model at a time pays."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    calls = max(1, block)
     times: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(max(1, repeats)):
         for key, run in runs.items():
             run()
             sync()
             t0 = time.perf_counter()
-            run()
+            for _ in range(calls):
+                run()
             sync()
-            times[key].append(time.perf_counter() - t0)
+            times[key].append((time.perf_counter() - t0) / calls)
     return {key: statistics.median(t) for key, t in times.items()}

@@ -22,6 +22,9 @@ def test_bench_reports_both_comparisons_per_model(tmp_path: Path, onnx_cache_dir
     assert row["model"] == "hrnet/small" and row["backend"] == "onnxruntime"
     assert row["eager_ms_per_img"] > 0 and row["chosen_ms_per_img"] > 0
     assert row["speedup"] > 0 and row["engine_ratio"] > 0
+    assert row["served_batch"] >= 1 and row["served_speedup"] > 0
+    assert row["eager_ms_per_img_served_batch"] > 0 and row["chosen_ms_per_img_served_batch"] > 0
+    assert report["block"] == 5
     (batching,) = report["results"]
     assert batching["backend"] == "onnxruntime" and batching["batcher_img_s"] > 0
     assert report["device"].startswith("cpu-") and report["threads"]["onnx"] >= 1
