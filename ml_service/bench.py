@@ -12,9 +12,10 @@ inference vs the dynamic batcher, and the torch fast path.
    batch size the engine serves (its sizer's ceiling from the profile), eager fp32 measured at
    both: the median over ``--repeats`` rounds, each round timing every backend and batch over
    ``--block`` calls in a row (``ml_service.measure.median_latencies_s``), so a busy machine
-   slows all alike while a small model is not charged for the caches another copy evicted.
-   ``speedup served`` is eager's better per-image figure over the chosen backend's at the served
-   batch; ``engine img/s`` runs ``--images`` PNG images through the full
+   slows all alike; every model's latencies come before any engine path runs (an engine's
+   device threads would leave PyTorch's OpenMP pool spinning throttled, see
+   ``bench_backends``). ``speedup served`` is eager's better per-image figure over the chosen
+   backend's at the served batch; ``engine img/s`` runs ``--images`` PNG images through the full
    engine path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an
    engine on eager PyTorch and through the engine on the chosen backends, in alternating
    chunks.
@@ -132,20 +133,14 @@ def _engines_img_s(
     return {key: len(images) / s for key, s in seconds.items()}
 
 
-def bench_backends(
-    engine: Engine,
-    eager: Engine,
-    name: str,
-    *,
-    callers: int,
-    images: int,
-    repeats: int,
-    block: int = 5,
+def backend_latencies(
+    engine: Engine, eager: Engine, name: str, *, repeats: int, block: int = 5
 ) -> dict[str, Any]:
     """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``, per image: at
     batch 1, and at the batch size the engine serves (its sizer's ceiling) where that is larger,
     eager fp32 measured at both (its better one is the baseline, since batching may help it too).
-    Each backend is timed in blocks of ``block`` calls, the blocks alternating."""
+    Each backend is timed in blocks of ``block`` calls, the blocks alternating, from this thread
+    (see :func:`bench_backends` for why it must come first)."""
     chosen = engine.pool.get(name)
     served = engine.sizer.ceiling(name)
     sizes = sorted({1, served})
@@ -157,8 +152,6 @@ def bench_backends(
     latency = median_latencies_s(runs, chosen.backend.device, repeats, block=block)
     per_img = {key: 1000 * s / int(key.split("@")[1]) for key, s in latency.items()}
     eager_best = min(per_img[f"eager@{n}"] for n in sizes)
-    pngs = sample_pngs(chosen.spec.input_size, images, seed=20_000, kind=None)
-    e2e = _engines_img_s({"eager": eager, "chosen": engine}, name, pngs, callers)
     return {
         "model": chosen.spec.key,
         "backend": chosen.backend.name,
@@ -170,10 +163,31 @@ def bench_backends(
         "eager_ms_per_img_served_batch": round(per_img[f"eager@{served}"], 2),
         "chosen_ms_per_img_served_batch": round(per_img[f"chosen@{served}"], 2),
         "served_speedup": round(eager_best / per_img[f"chosen@{served}"], 2),
-        "eager_engine_img_s": round(e2e["eager"], 2),
-        "chosen_engine_img_s": round(e2e["chosen"], 2),
-        "engine_ratio": round(e2e["chosen"] / e2e["eager"], 2),
     }
+
+
+def bench_backends(
+    engine: Engine, eager: Engine, *, callers: int, images: int, repeats: int, block: int = 5
+) -> list[dict[str, Any]]:
+    """Per model: :func:`backend_latencies`, then images/s through each engine's whole path.
+
+    Every model's latencies are measured before any engine path runs: a path runs the models
+    from the engines' device threads, and once PyTorch's OpenMP pool has served a thread other
+    than the main one it manages more threads than there are cores and spins only briefly, so
+    every later call of a small model pays thread wake-ups (hrnet/small eager at batch 1: 13 ms
+    before, 25 ms after; ``scripts.intraop_threads``). Measured first, both backends run as the
+    profiler measured them when it chose the configuration."""
+    rows = [
+        backend_latencies(engine, eager, name, repeats=repeats, block=block)
+        for name in engine.batchers
+    ]
+    for name, row in zip(engine.batchers, rows, strict=True):
+        pngs = sample_pngs(engine.pool.get(name).spec.input_size, images, seed=20_000, kind=None)
+        e2e = _engines_img_s({"eager": eager, "chosen": engine}, name, pngs, callers)
+        row["eager_engine_img_s"] = round(e2e["eager"], 2)
+        row["chosen_engine_img_s"] = round(e2e["chosen"], 2)
+        row["engine_ratio"] = round(e2e["chosen"] / e2e["eager"], 2)
+    return rows
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -336,13 +350,13 @@ def _run_backends(
     try:
         eager.warm_up()
         names = list(engine.batchers)
-        backends = [
+        backends = (
             bench_backends(
-                engine, eager, n, callers=callers, images=images, repeats=repeats, block=block
+                engine, eager, callers=callers, images=images, repeats=repeats, block=block
             )
-            for n in names
             if "backends" in sections
-        ]
+            else []
+        )
         rows = [bench_model(engine, n, callers, images) for n in names if "batcher" in sections]
     finally:
         eager.close()
