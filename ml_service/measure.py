@@ -139,9 +139,8 @@ def median_latencies_s(
     Interleaving makes a machine whose load changes (a shared CPU) slow them all alike; the
     untimed call absorbs the switch (another library's worker threads still spinning, cold
     caches) so it is not charged to the next run. ``block`` > 1 times each run over several
-    calls in a row: for a model of a few milliseconds, alternating weight copies call by call
-    charges every call for the caches the other copy evicted, which is not what a worker that
-    serves one model at a time pays."""
+    calls in a row, as a worker serving one model runs it, rather than alternating weight
+    copies call by call (the bench uses 5)."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     calls = max(1, block)
     times: dict[str, list[float]] = {key: [] for key in runs}
