@@ -56,6 +56,7 @@ from rich.table import Table
 
 from ml_service.backends import TorchBackend
 from ml_service.bench_fastpath import bench_fastpath_model, drive
+from ml_service.cli_args import positive_int
 from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.fastpath import FP32, allow_many_compiled_copies
@@ -67,6 +68,9 @@ from ml_service.settings import EngineSettings, load_settings
 from ml_service.threads import thread_plan
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK = 5
+"""Calls of one backend timed in a row per round (``--block``)."""
 
 
 def _inputs(model: LoadedModel, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -134,7 +138,7 @@ def _engines_img_s(
 
 
 def backend_latencies(
-    engine: Engine, eager: Engine, name: str, *, repeats: int, block: int = 5
+    engine: Engine, eager: Engine, name: str, *, repeats: int, block: int = DEFAULT_BLOCK
 ) -> dict[str, Any]:
     """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``, per image: at
     batch 1, and at the batch size the engine serves (its sizer's ceiling) where that is larger,
@@ -167,7 +171,13 @@ def backend_latencies(
 
 
 def bench_backends(
-    engine: Engine, eager: Engine, *, callers: int, images: int, repeats: int, block: int = 5
+    engine: Engine,
+    eager: Engine,
+    *,
+    callers: int,
+    images: int,
+    repeats: int,
+    block: int = DEFAULT_BLOCK,
 ) -> list[dict[str, Any]]:
     """Per model: :func:`backend_latencies`, then images/s through each engine's whole path.
 
@@ -299,7 +309,7 @@ def run(
     images: int,
     repeats: int,
     sections: tuple[str, ...] = SECTIONS,
-    block: int = 5,
+    block: int = DEFAULT_BLOCK,
 ) -> dict[str, Any]:
     """The ``sections`` for every model in ``settings``; the report ``main`` prints."""
     report: dict[str, Any] = {"backends": [], "results": [], "fastpath": []}
@@ -332,7 +342,7 @@ def _run_backends(
     images: int,
     repeats: int,
     sections: tuple[str, ...],
-    block: int = 5,
+    block: int = DEFAULT_BLOCK,
 ) -> dict[str, Any]:
     engine = Engine.from_settings(settings)
     eager_settings = settings.model_copy(update={"backend": "torch"})
@@ -377,10 +387,12 @@ def main(argv: list[str] | None = None) -> None:
         description="Eager PyTorch vs chosen backend; locked batch-1 baseline vs dynamic batcher"
     )
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
-    parser.add_argument("--callers", type=int, default=8)
-    parser.add_argument("--images", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per backend")
-    parser.add_argument("--block", type=int, default=5, help="calls timed in a row per round")
+    parser.add_argument("--callers", type=positive_int, default=8)
+    parser.add_argument("--images", type=positive_int, default=48)
+    parser.add_argument("--repeats", type=positive_int, default=15, help="timed rounds per backend")
+    parser.add_argument(
+        "--block", type=positive_int, default=DEFAULT_BLOCK, help="calls timed in a row per round"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--device", help="overrides ML_DEVICE (cpu, cuda, cuda:N)")
     parser.add_argument("--variant", choices=("small", "full"), help="overrides ML_VARIANT")

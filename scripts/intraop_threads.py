@@ -23,10 +23,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.cli_args import positive_int
+from ml_service.pool import build_module
+from ml_service.settings import load_settings
 from ml_service.threads import available_cores
+from models.registry import get_spec
 
 CASES = {  # name: (called from a worker thread, intra-op threads; 0 = the cores given)
     "main thread": (False, 0),
@@ -37,12 +42,6 @@ CASES = {  # name: (called from a worker thread, intra-op threads; 0 = the cores
 
 def time_one(model: str, from_worker: bool, threads: int, calls: int) -> float:
     """Median ms of ``calls`` batch-1 calls of ``model`` (small, eager fp32) in this process."""
-    import torch
-
-    from ml_service.pool import build_module
-    from ml_service.settings import load_settings
-    from models.registry import get_spec
-
     torch.set_num_threads(threads or available_cores())
     spec = get_spec(model, "small")
     module, _ = build_module(spec, load_settings())
@@ -85,7 +84,7 @@ def measure(models: list[str], calls: int) -> list[dict[str, object]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Batch-1 CPU latency by calling thread")
     parser.add_argument("--models", default="hrnet,unet,cbam_resunet")
-    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--calls", type=positive_int, default=20)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--from-worker", action="store_true", help=argparse.SUPPRESS)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ml_service.bench import run
+import pytest
+
+from ml_service.bench import main, run
 from ml_service.settings import EngineSettings
 
 
@@ -49,3 +51,15 @@ def test_bench_fastpath_section_reports_every_stage(tmp_path: Path, onnx_cache_d
     assert stages["h2d"] is None and stages["d2h"] is None  # no copies on the CPU
     for key in ("decode", "preprocess", "compute", "postprocess"):
         assert stages[key] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--block", "0"], ["--repeats", "-1"], ["--callers", "0"], ["--images", "x"]],
+)
+def test_bench_refuses_counts_below_one(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and argv[0] in capsys.readouterr().err

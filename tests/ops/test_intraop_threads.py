@@ -3,7 +3,9 @@ per process); the figures themselves go in docs/benchmarks.md."""
 
 from __future__ import annotations
 
-from scripts.intraop_threads import CASES, measure
+import pytest
+
+from scripts.intraop_threads import CASES, main, measure
 
 
 def test_every_case_is_timed_for_each_model() -> None:
@@ -11,3 +13,10 @@ def test_every_case_is_timed_for_each_model() -> None:
     assert row["model"] == "hrnet"
     for case in CASES:
         assert isinstance(row[case], float) and row[case] > 0
+
+
+@pytest.mark.parametrize("calls", ["0", "-2", "many"])
+def test_calls_must_be_a_count(calls: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--calls", calls])
+    assert exc.value.code == 2 and "--calls" in capsys.readouterr().err
