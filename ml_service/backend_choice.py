@@ -1,32 +1,38 @@
-"""Which inference backend each model runs on: ``ML_BACKEND=auto|torch|onnxruntime``.
+"""Which inference backend each model runs on: ``ML_BACKEND=auto|torch|onnxruntime|openvino``.
 
-``torch`` and ``onnxruntime`` are taken as asked (start-up fails, naming the reason, when ONNX
-Runtime cannot run on the device). ``auto`` decides per device and model:
+``torch``, ``onnxruntime`` and ``openvino`` are taken as asked (start-up fails, naming the
+reason, when the backend cannot run on the device). ``auto`` decides per device and model among
+the backends that run here (torch always; ONNX Runtime where installed, on a GPU only with its
+CUDA provider; OpenVINO where installed, on the CPU only):
 
-1. ONNX Runtime cannot run here (not installed; a GPU without its CUDA provider) → torch.
-2. ``batch_sizes.json`` records both ``<model>/<variant>:torch`` and ``…:onnxruntime`` for this
-   device at the model's input size → the one with the higher recorded throughput (images/s at
-   its best batch size; ties go to torch).
-3. Otherwise both are measured at warm-up (the profiler's quick calibration: batch 1 and 2,
-   the backends' runs interleaved, see ``ml_service.profile.calibrate_backends``) and the faster
-   is kept. The calibrated profiles go into the
-   in-memory profile book, so the sizer uses them; ``python -m ml_service.profile`` records
-   steadier figures.
+1. Only torch runs here → torch.
+2. ``batch_sizes.json`` records every one of them (``<model>/<variant>:torch``,
+   ``…:onnxruntime``, ``…:openvino``) for this device at the model's input size → the one with
+   the higher recorded throughput (images/s at its best batch size; ties go to torch, then in
+   the order above).
+3. Otherwise they are measured at warm-up (the profiler's quick calibration: batch 1 and 2,
+   the backends' runs interleaved, see ``ml_service.profile.calibrate_backends``; OpenVINO in
+   fp32, since its bf16 needs the profiler's mask check) and the fastest is kept. The
+   calibrated profiles go into the in-memory profile book, so the sizer uses them;
+   ``python -m ml_service.profile`` records steadier figures.
 
 A forced torch fast-path setting (``ML_PRECISION`` other than ``auto``, or ``ML_COMPILE=on``)
-applies to the torch backend only: under ``auto`` it picks torch; with
-``ML_BACKEND=onnxruntime`` it stops start-up (unless it only asks for fp32).
+applies to the torch backend only: under ``auto`` it picks torch; with another
+``ML_BACKEND`` it stops start-up (unless it only asks for fp32).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ml_service.backends import BACKENDS, onnxruntime_unavailable
+import torch
+
+from ml_service.backends import BACKENDS
 from ml_service.device import DeviceProbe
 from ml_service.errors import BackendUnavailable
-from ml_service.pool import LoadedModel, build_module, make_backend
+from ml_service.pool import LoadedModel, backend_unavailable, build_module, make_backend
 from ml_service.profile import budget_mb, calibrate_backends
 from ml_service.profiles import ModelProfile, ProfileBook
 from ml_service.settings import EngineSettings
@@ -48,26 +54,37 @@ def profile_rate(profile: ModelProfile) -> float | None:
     return max(p.images_per_s for p in points) if points else None
 
 
-def compare_profiles(profiles: dict[str, ModelProfile], source: str) -> BackendChoice | None:
-    """The faster of the backends in ``profiles``; None unless every backend has a rate."""
-    rates = {b: profile_rate(profiles[b]) for b in BACKENDS if b in profiles}
+def compare_profiles(
+    profiles: dict[str, ModelProfile], source: str, kinds: Sequence[str] = BACKENDS
+) -> BackendChoice | None:
+    """The fastest of ``kinds`` in ``profiles``; None unless every one of them has a rate."""
+    rates = {b: profile_rate(profiles[b]) for b in kinds if b in profiles}
     known = {b: r for b, r in rates.items() if r is not None}
-    if len(known) < len(BACKENDS):
+    if len(known) < len(kinds):
         return None
-    best = max(BACKENDS, key=lambda b: (known[b], b == "torch"))
-    figures = ", ".join(f"{b} {known[b]:.1f} img/s" for b in BACKENDS)
+    order = {b: -i for i, b in enumerate(BACKENDS)}  # ties: torch, then onnxruntime, ...
+    best = max(kinds, key=lambda b: (known[b], order[b]))
+    figures = ", ".join(f"{b} {known[b]:.1f} img/s" for b in kinds)
     return BackendChoice(best, f"auto ({source}): {figures}")
 
 
-def recorded_choice(book: ProfileBook, device_key: str, spec: ModelSpec) -> BackendChoice | None:
-    """The faster backend as recorded for this device and model; None if not both recorded."""
+def recorded_choice(
+    book: ProfileBook, device_key: str, spec: ModelSpec, kinds: Sequence[str] = BACKENDS
+) -> BackendChoice | None:
+    """The fastest of ``kinds`` as recorded for this device and model; None unless every one
+    is recorded."""
     size = (spec.input_size, spec.input_size)
     profiles = {
         b: p
-        for b in BACKENDS
+        for b in kinds
         if (p := book.get(device_key, f"{spec.key}:{b}")) is not None and p.input_size == size
     }
-    return compare_profiles(profiles, f"batch_sizes.json, {device_key}")
+    return compare_profiles(profiles, f"batch_sizes.json, {device_key}", kinds)
+
+
+def backends_here(device: torch.device) -> list[str]:
+    """The backends that run on ``device`` in this process (torch always)."""
+    return [b for b in BACKENDS if backend_unavailable(b, device) is None]
 
 
 def torch_only_settings(settings: EngineSettings) -> str:
@@ -95,20 +112,25 @@ def load_chosen(
         return LoadedModel(spec, backend, weights, backend_reason=reason)
 
     forced = torch_only_settings(settings)
-    if settings.backend == "onnxruntime" and forced:
-        raise BackendUnavailable(f"ML_BACKEND=onnxruntime conflicts with {forced} (torch only)")
+    if settings.backend not in ("auto", "torch") and forced:
+        raise BackendUnavailable(
+            f"ML_BACKEND={settings.backend} conflicts with {forced} (torch only)"
+        )
     if settings.backend != "auto":
         return loaded(settings.backend, f"ML_BACKEND={settings.backend}")
     if forced:
         return loaded("torch", f"auto: {forced} applies to the torch backend")
-    problem = onnxruntime_unavailable(device)
-    if problem is not None:
-        return loaded("torch", f"auto: {problem}")
-    choice = recorded_choice(book, probe.key, spec)
+    kinds = backends_here(device)
+    if kinds == ["torch"]:
+        problems = "; ".join(
+            p for b in BACKENDS if (p := backend_unavailable(b, device)) is not None
+        )
+        return loaded("torch", f"auto: {problems}")
+    choice = recorded_choice(book, probe.key, spec, kinds)
     if choice is not None:
         return loaded(choice.backend, choice.reason)
-    # no record of both here: measure both now
-    candidates = {b: loaded(b, "") for b in BACKENDS}
+    # not every backend recorded here: measure them now
+    candidates = {b: loaded(b, "") for b in kinds}
     budgets = {
         kind: budget_mb(probe, settings, model.backend.resident_bytes)
         for kind, model in candidates.items()
@@ -116,7 +138,7 @@ def load_chosen(
     profiles = calibrate_backends(candidates, probe, budgets)
     for kind, model in candidates.items():
         book.put(probe.key, model.profile_key, profiles[kind])
-    measured = compare_profiles(profiles, f"measured at warm-up on {probe.key}")
+    measured = compare_profiles(profiles, f"measured at warm-up on {probe.key}", kinds)
     if measured is None:  # no points at all: cannot happen with calibrate; stay on the default
         measured = BackendChoice("torch", "auto: measurement gave no figures")
     chosen = candidates[measured.backend]

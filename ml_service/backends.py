@@ -9,10 +9,11 @@ mask equals thresholding the returned probabilities. Backends that can threshold
 out-of-memory as ``DeviceOutOfMemory`` so the batcher can split and retry whatever the backend;
 tests inject that failure through this interface.
 
-Two implementations: ``TorchBackend`` (PyTorch, CUDA or CPU, run as its
+Implementations: ``TorchBackend`` (PyTorch, CUDA or CPU, run as its
 ``ml_service.fastpath.FastPathConfig`` says: precision, channels_last, torch.compile) and
 ``OnnxRuntimeBackend`` (ONNX Runtime: CPU execution provider, CUDA provider where a GPU build is
-installed). Both are called from several threads at once without a lock; the profile key of a
+installed), and ``ml_service.openvino_backend.OpenVinoBackend`` (OpenVINO's CPU plugin). All are
+called from several threads at once without a lock; the profile key of a
 model includes the backend's ``name`` (``unet/small:onnxruntime``). ``onnxruntime`` is imported
 lazily, so the engine runs (torch only) where it is not installed.
 """
@@ -32,7 +33,7 @@ from ml_service import fastpath
 from ml_service.errors import BackendUnavailable
 from ml_service.fastpath import FP32, FastPathConfig
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 class DeviceOutOfMemory(Exception):
@@ -231,6 +232,16 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
         return np.reciprocal(out, out=out)
 
 
+def logits_to_output(logits: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray:
+    """Host logits ``(N, H, W)`` float32 (overwritten) → probabilities, or uint8 masks
+    ``prob > threshold`` given per-item ``thresholds`` ``(N,)``: the backends' common output."""
+    prob = _sigmoid(logits)
+    if thresholds is None:
+        return prob
+    limit = np.asarray(thresholds, np.float32)[:, None, None]
+    return (prob > limit).astype(np.uint8)
+
+
 def _is_ort_oom(exc: Exception) -> bool:
     text = str(exc).lower()
     return "failed to allocate memory" in text or "out of memory" in text or "bad_alloc" in text
@@ -313,11 +324,7 @@ class OnnxRuntimeBackend:
             if _is_ort_oom(exc):
                 raise DeviceOutOfMemory(str(exc)) from exc
             raise
-        prob = _sigmoid(np.ascontiguousarray(logits[:, 0], dtype=np.float32))
-        if thresholds is None:
-            return prob
-        limit = np.asarray(thresholds, np.float32)[:, None, None]
-        return (prob > limit).astype(np.uint8)
+        return logits_to_output(np.ascontiguousarray(logits[:, 0], dtype=np.float32), thresholds)
 
     def release_cached_memory(self) -> None:
         """Nothing to do: no CPU arena, and the CUDA arena shrinks after every run."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.metadata
 import json
 import logging
 import platform
@@ -54,13 +55,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ml_service import fastpath_setup
 from ml_service.backends import TorchBackend
 from ml_service.bench_fastpath import bench_fastpath_model, drive
 from ml_service.cli_args import positive_int
 from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.fastpath import FP32, allow_many_compiled_copies
-from ml_service.measure import median_latencies_s
+from ml_service.measure import DEFAULT_BLOCK, median_latencies_s
 from ml_service.pipeline_rate import sample_pngs
 from ml_service.pool import LoadedModel, ModelPool
 from ml_service.profiles import ProfileBook
@@ -68,9 +70,6 @@ from ml_service.settings import EngineSettings, load_settings
 from ml_service.threads import thread_plan
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BLOCK = 5
-"""Calls of one backend timed in a row per round (``--block``)."""
 
 
 def _inputs(model: LoadedModel, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -159,6 +158,7 @@ def backend_latencies(
     return {
         "model": chosen.spec.key,
         "backend": chosen.backend.name,
+        "backend_config": fastpath_setup.label(chosen),
         "backend_reason": chosen.backend_reason,
         "eager_ms_per_img": round(per_img["eager@1"], 2),
         "chosen_ms_per_img": round(per_img["chosen@1"], 2),
@@ -202,7 +202,10 @@ def bench_backends(
 
 def _print(report: dict[str, Any]) -> None:
     console = Console(width=140)
-    head = f"{report['device']}, torch {report['torch']}, onnxruntime {report['onnxruntime']}"
+    head = (
+        f"{report['device']}, torch {report['torch']}, onnxruntime {report['onnxruntime']}, "
+        f"openvino {report['openvino']}"
+    )
     table = Table(title=f"{head}: eager PyTorch vs chosen backend")
     cols = (
         "model",
@@ -223,7 +226,7 @@ def _print(report: dict[str, Any]) -> None:
     for r in report["backends"]:
         table.add_row(
             r["model"],
-            r["backend"],
+            f"{r['backend']} {r.get('backend_config', '')}".strip(),
             f"{r['eager_ms_per_img']:.1f}",
             f"{r['chosen_ms_per_img']:.1f}",
             f"{r['speedup']:.2f}x",
@@ -325,7 +328,8 @@ def run(
     return {
         "device": probe.key,
         "torch": torch.__version__,
-        "onnxruntime": _onnxruntime_version(),
+        "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
         "threads": dataclasses.asdict(thread_plan(settings, probe.kind)),
         "host": platform.node(),
         "callers": callers,
@@ -374,12 +378,11 @@ def _run_backends(
     return {"backends": backends, "results": rows}
 
 
-def _onnxruntime_version() -> str:
+def _version(package: str) -> str:
     try:
-        import onnxruntime
-    except ImportError:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
-    return str(onnxruntime.__version__)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml_service.backends import TorchBackend
+from ml_service.backends import InferenceBackend, TorchBackend
 from ml_service.cpu_stages import postprocess_outputs
 from ml_service.evaluation import iou, real_sample_images, to_uint8
 from ml_service.fastpath import FP32, FastPathConfig
@@ -61,7 +61,7 @@ def equivalence_images(synthetic: int = 6, seed: int = 20_000) -> list[np.ndarra
 
 
 def foreground_masks(
-    backend: TorchBackend, images: Sequence[np.ndarray], size: int, batch: int = 4
+    backend: InferenceBackend, images: Sequence[np.ndarray], size: int, batch: int = 4
 ) -> list[np.ndarray]:
     """Each image through the engine's preprocessing, ``backend`` (thresholded at 0.5 on the
     device, ``batch`` inputs at a time) and postprocessing → ``(H, W)`` bool foreground."""

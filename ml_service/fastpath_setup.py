@@ -9,8 +9,9 @@ background while the model serves: torch.compile is not thread-safe against othe
 (its tracer patches ``nn.Module.__call__`` process-wide while it traces; tried 2026-11-24, three
 models compiling in background threads hung the worker).
 
-Other backends (ONNX Runtime) pass through untouched, except for warm-up, which every model
-gets.
+OpenVINO models get their precision the same way (the profile's recorded choice, or
+``ML_OPENVINO_PRECISION``; :func:`resolve_openvino_precision`). ONNX Runtime passes through
+untouched, except for warm-up, which every model gets.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from ml_service import fastpath
 from ml_service.backends import TorchBackend
+from ml_service.openvino_backend import OpenVinoBackend
 from ml_service.pool import LoadedModel
 from ml_service.profiles import ModelProfile
 from ml_service.settings import EngineSettings
@@ -52,11 +54,19 @@ def configure_model(
 ) -> None:
     """Torch models: run the fast-path configuration recorded in ``profile`` (measured by the
     profiler; ignored when it is for another input size), or the one ``ML_PRECISION`` /
-    ``ML_COMPILE`` force; the reason goes to ``model.fastpath_reason``."""
-    if not isinstance(model.backend, TorchBackend):
-        return
+    ``ML_COMPILE`` force; OpenVINO models: the precision recorded or forced
+    (``ML_OPENVINO_PRECISION``). The reason goes to ``model.fastpath_reason``."""
     if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
         profile = None
+    if isinstance(model.backend, OpenVinoBackend):
+        precision, reason = resolve_openvino_precision(settings.openvino_precision, profile)
+        if precision != model.backend.precision:
+            model.backend.configure(precision)
+        model.fastpath_reason = reason
+        log.info("%s: precision %s (%s)", model.profile_key, precision, reason)
+        return
+    if not isinstance(model.backend, TorchBackend):
+        return
     config, reason = fastpath.resolve(
         settings.precision, settings.compile, profile, model.backend.device
     )
@@ -66,6 +76,17 @@ def configure_model(
         model.backend.configure(config)
     model.fastpath_reason = reason
     log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
+
+
+def resolve_openvino_precision(setting: str, profile: ModelProfile | None) -> tuple[str, str]:
+    """An OpenVINO model's precision and why: ``ML_OPENVINO_PRECISION`` when not ``auto``,
+    else the profile's recorded choice, else fp32."""
+    if setting != "auto":
+        return setting, f"ML_OPENVINO_PRECISION={setting}"
+    if profile is None or profile.fastpath is None:
+        return "fp32", "no recorded choice"
+    precision = str(profile.fastpath.chosen["precision"])
+    return precision, f"recorded in batch_sizes.json: {precision}"
 
 
 def set_process_tf32(models: Iterable[LoadedModel], device_kind: str) -> None:
@@ -108,8 +129,25 @@ def warm_up_model(model: LoadedModel, ceiling: int) -> None:
                 backend.run(x)
 
 
+def label(model: LoadedModel) -> str:
+    """A model's configuration in short: ``bf16+channels_last+compile:default`` (torch), ``bf16``
+    (OpenVINO), "" (ONNX Runtime)."""
+    if isinstance(model.backend, TorchBackend):
+        return model.backend.config.label
+    if isinstance(model.backend, OpenVinoBackend):
+        return model.backend.precision
+    return ""
+
+
 def describe(model: LoadedModel) -> dict[str, Any] | None:
-    """A torch model's configuration and why (``engine.describe()``); None for others."""
+    """A torch or OpenVINO model's configuration and why (``engine.describe()``); None for
+    others."""
+    if isinstance(model.backend, OpenVinoBackend):
+        return {
+            "precision": model.backend.precision,
+            "stem_fp32_layers": model.backend.stem_layers,
+            "reason": model.fastpath_reason,
+        }
     if not isinstance(model.backend, TorchBackend):
         return None
     return {**model.backend.config.to_json(), "reason": model.fastpath_reason}

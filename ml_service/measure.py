@@ -127,6 +127,14 @@ def measure_peak(
     return measure_cpu_peak(run)
 
 
+DEFAULT_BLOCK = 5
+"""Calls of one backend timed in a row per round (the bench's ``--block``, the profiler's
+batch-size sweep): a worker runs one model on one backend call after call, and several
+libraries' thread pools on a few cores slow whichever runs right after another (2026-11-24,
+2 cores: OpenVINO hrnet/small 4.3 ms per call alone, 8.4 ms alternating call by call with
+torch and ONNX Runtime)."""
+
+
 def median_latencies_s(
     runs: Mapping[str, Callable[[], object]],
     device: torch.device,

@@ -31,6 +31,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.backends import BACKENDS
 from ml_service.device import cpu_device_key
 from ml_service.profiles import ModelProfile, ProfileBook
 from ml_service.settings import DEFAULT_PROFILES
@@ -132,7 +133,7 @@ def device_rates(
     budget_mb = device.memory_gb * 1024 - resident - 512
     for m in models:
         # the engine runs the faster recorded backend (ML_BACKEND=auto): so does the plan
-        backends = (backend,) if backend != "auto" else ("torch", "onnxruntime")
+        backends = (backend,) if backend != "auto" else BACKENDS
         profiles = [
             p
             for b in backends

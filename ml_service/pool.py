@@ -20,6 +20,7 @@ from ml_service.backends import (
 )
 from ml_service.errors import BackendUnavailable, UnknownModel
 from ml_service.onnx_export import ensure_onnx
+from ml_service.openvino_backend import OpenVinoBackend, openvino_unavailable
 from ml_service.settings import EngineSettings
 from ml_service.threads import thread_plan
 from models.errors import WeightsError
@@ -66,6 +67,15 @@ def build_module(spec: ModelSpec, settings: EngineSettings) -> tuple[nn.Module, 
         raise WeightsError(f"{exc}{hint}") from None
 
 
+def backend_unavailable(kind: str, device: torch.device) -> str | None:
+    """Why backend ``kind`` cannot run on ``device`` in this process; None when it can."""
+    if kind == "onnxruntime":
+        return onnxruntime_unavailable(device)
+    if kind == "openvino":
+        return openvino_unavailable(device)
+    return None
+
+
 def make_backend(
     kind: str,
     spec: ModelSpec,
@@ -73,28 +83,37 @@ def make_backend(
     weights: dict[str, Any],
     settings: EngineSettings,
     device: torch.device,
+    precision: str = "fp32",
 ) -> InferenceBackend:
     """A ``kind`` backend running ``module``'s weights on ``device``.
 
-    ONNX Runtime runs an export of the module (cached in ``ML_ONNX_CACHE_DIR``, rebuilt when
-    stale or corrupt; see ``ml_service.onnx_export``) with ``thread_plan``'s intra-op threads;
-    the torch backend runs the module itself (moved to ``device``).
+    ONNX Runtime and OpenVINO (in ``precision``) run an export of the module (cached in
+    ``ML_ONNX_CACHE_DIR``, rebuilt when stale or corrupt; see ``ml_service.onnx_export``) with
+    ``thread_plan``'s threads; the torch backend runs the module itself (moved to ``device``).
     """
     if kind == "torch":
         return TorchBackend(module, device)
-    if kind != "onnxruntime":
+    if kind not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {kind!r}; valid: {', '.join(BACKENDS)}")
-    problem = onnxruntime_unavailable(device)
+    problem = backend_unavailable(kind, device)
     if problem is not None:
-        raise BackendUnavailable(f"{spec.key}: ML_BACKEND=onnxruntime but {problem}")
+        raise BackendUnavailable(f"{spec.key}: ML_BACKEND={kind} but {problem}")
     source = None if weights.get("random") else str(weights["sha256"])
     artifact = ensure_onnx(module, spec, source, settings.onnx_cache_dir)
     kind_of = "cpu" if device.type == "cpu" else "cuda"
+    plan = thread_plan(settings, kind_of)
+    if kind == "openvino":
+        return OpenVinoBackend(
+            artifact.data,
+            device,
+            input_size=spec.input_size,
+            threads=plan.onnx,
+            streams=plan.concurrency,
+            precision=precision,
+            resident_bytes=module_bytes(module),
+        )
     return OnnxRuntimeBackend(
-        artifact.data,
-        device,
-        threads=thread_plan(settings, kind_of).onnx,
-        resident_bytes=module_bytes(module),
+        artifact.data, device, threads=plan.onnx, resident_bytes=module_bytes(module)
     )
 
 

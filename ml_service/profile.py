@@ -1,16 +1,20 @@
 """Profile the models on this device and write ``batch_sizes.json``.
 
-    python -m ml_service.profile [--models unet,hrnet] [--backends torch,onnxruntime]
-                                 [--max-batch 16] [--repeats 5]
+    python -m ml_service.profile [--models unet,hrnet] [--backends torch,onnxruntime,openvino]
+                                 [--max-batch 16] [--repeats 5] [--block 5]
                                  [--compile auto|on|off] [--fast-batch N] [--no-fastpath]
 
 For each model, backend (every one that runs on this device by default; the profile key says
-which: ``unet/small:torch``, ``unet/small:onnxruntime``) and batch size (1, 2, 4, ...) it
-measures peak memory (see ``ml_service.measure`` for how) and latency (median of ``--repeats``
-runs after a warm-up run), fits ``peak = intercept + slope × n``, picks the best-throughput
-batch size that fits the device's budget, and writes the device's entry, keeping other devices'
+which: ``unet/small:torch``, ``unet/small:openvino``) and batch size (1, 2, 4, ...) it measures
+peak memory (see ``ml_service.measure`` for how) and latency (median of ``--repeats`` rounds,
+each timing ``--block`` calls of one backend in a row, the backends taking turns), fits
+``peak = intercept + slope × n``, picks the best-throughput batch size that fits the device's
+budget, and writes the device's entry, keeping other devices'
 entries. The engine calls ``calibrate`` at warm-up for a device that has no entry, and
 ``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
+
+OpenVINO (``ml_service.openvino_choice``): fp32, and bf16 with the stem in fp32 where the CPU has
+bf16 instructions, gated on the same masks and recorded the same way as torch's fast path below.
 
 Torch fast path (``ml_service.fastpath``, ``ml_service.fastpath_choice``): before the batch-size
 sweep, every precision valid on the device (fp32, bf16 on the CPU, and fp16 where oneDNN has
@@ -36,12 +40,15 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.backends import BACKENDS, InferenceBackend, TorchBackend, onnxruntime_unavailable
+from ml_service.backends import BACKENDS, InferenceBackend, TorchBackend
+from ml_service.cli_args import positive_int
 from ml_service.device import MB, DeviceProbe, make_probe
 from ml_service.fastpath import FP32, FastPathConfig, allow_many_compiled_copies, candidates
 from ml_service.fastpath_choice import choose_fastpath
-from ml_service.measure import measure_peak, median_latencies_s
-from ml_service.pool import LoadedModel, build_module, make_backend
+from ml_service.measure import DEFAULT_BLOCK, measure_peak, median_latencies_s
+from ml_service.openvino_backend import OpenVinoBackend
+from ml_service.openvino_choice import choose_openvino_precision
+from ml_service.pool import LoadedModel, backend_unavailable, build_module, make_backend
 from ml_service.profiles import (
     BatchPoint,
     FastPathRecord,
@@ -64,11 +71,12 @@ def measure_backends(
     repeats: int,
     budget_mb: Mapping[str, float],
     seed: int = 0,
+    block: int = 1,
 ) -> dict[str, tuple[list[BatchPoint], str]]:
     """Peak MB and median latency per batch size of each model (e.g. one spec behind each
-    backend); a model stops past its memory budget. Latencies are taken interleaved, one run of
-    each model in turn (``median_latencies_s``), so the comparison between them is fair on a
-    machine shared with other work."""
+    backend); a model stops past its memory budget. Latencies are taken interleaved, ``block``
+    runs of each model in turn (``median_latencies_s``), so the comparison between them is fair
+    on a machine shared with other work."""
     rng = np.random.default_rng(seed)
     results: dict[str, tuple[list[BatchPoint], str]] = {key: ([], "") for key in models}
     active = dict(models)
@@ -85,7 +93,7 @@ def measure_backends(
             run()  # warm-up: allocator, kernels
             peaks[key] = measure_peak(run, active[key].backend.device, active[key].backend.name)
         device = next(iter(active.values())).backend.device
-        latencies = median_latencies_s(runs, device, repeats)
+        latencies = median_latencies_s(runs, device, repeats, block=block)
         for key, model in list(active.items()):
             point = BatchPoint(
                 n, round(peaks[key].peak_bytes / MB, 1), round(latencies[key] * 1000, 2)
@@ -105,6 +113,15 @@ def measure_backends(
     return results
 
 
+def backend_dtype(backend: InferenceBackend) -> str:
+    """What a profile records as the dtype a backend computes in."""
+    if isinstance(backend, TorchBackend):
+        return backend.config.dtype_name
+    if isinstance(backend, OpenVinoBackend):
+        return backend.dtype_name
+    return "float32"
+
+
 def profile_from_points(
     model: LoadedModel,
     points: list[BatchPoint],
@@ -122,11 +139,7 @@ def profile_from_points(
         best_batch_size=min(best_batch_size(points, budget_mb), max_batch),
         max_batch_size=min(max_batch, measured_max),
         backend=model.backend.name,
-        dtype=(
-            model.backend.config.dtype_name
-            if isinstance(model.backend, TorchBackend)
-            else "float32"
-        ),
+        dtype=backend_dtype(model.backend),
         input_size=(model.spec.input_size, model.spec.input_size),
         points=tuple(points),
         memory_method=method,
@@ -218,6 +231,7 @@ def profile_backends(
     batch_sizes: list[int],
     repeats: int,
     fast: FastPathOptions | None = None,
+    block: int = DEFAULT_BLOCK,
 ) -> dict[str, ModelProfile]:
     """Measure ``spec`` behind each backend from the same weights, interleaved; torch with the
     fast-path configuration chosen by measurement first when ``fast`` is given."""
@@ -236,6 +250,7 @@ def profile_backends(
             repeats=fast.repeats,
             notes=fast.notes,
         )
+    records: dict[str, FastPathRecord | None] = {"torch": record}
     models = {}
     for kind in backends:
         backend: InferenceBackend
@@ -243,9 +258,15 @@ def profile_backends(
             backend = TorchBackend(copy.deepcopy(module), device, config)
         else:
             backend = make_backend(kind, spec, module, weights, settings, device)
+        if isinstance(backend, OpenVinoBackend) and fast is not None:
+            _, records[kind] = choose_openvino_precision(
+                module, spec, backend, batch_size=fast.batch_size, repeats=fast.repeats
+            )
         models[kind] = LoadedModel(spec, backend, weights)
     budgets = {k: budget_mb(probe, settings, m.backend.resident_bytes) for k, m in models.items()}
-    measured = measure_backends(models, batch_sizes, repeats=repeats, budget_mb=budgets)
+    measured = measure_backends(
+        models, batch_sizes, repeats=repeats, budget_mb=budgets, block=block
+    )
     return {
         kind: profile_from_points(
             models[kind],
@@ -253,7 +274,7 @@ def profile_backends(
             budgets[kind],
             method,
             source="measured",
-            fastpath=record if kind == "torch" else None,
+            fastpath=records.get(kind),
         )
         for kind, (points, method) in measured.items()
     }
@@ -263,26 +284,34 @@ def _backends_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
     unknown = [b for b in wanted if b not in BACKENDS]
     if unknown:
         raise SystemExit(f"unknown backend(s) {unknown}; valid: {', '.join(BACKENDS)}")
-    problem = onnxruntime_unavailable(probe.torch_device)
-    if "onnxruntime" in wanted and problem is not None:
-        log.warning("not profiling onnxruntime: %s", problem)
-        wanted = [b for b in wanted if b != "onnxruntime"]
-    return wanted
+    here = []
+    for kind in wanted:
+        problem = backend_unavailable(kind, probe.torch_device)
+        if problem is None:
+            here.append(kind)
+        else:
+            log.warning("not profiling %s: %s", kind, problem)
+    return here
 
 
 def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings) -> None:
-    table = Table(title=f"{device_key}: torch fast-path candidates (probe batch)")
+    table = Table(title=f"{device_key}: torch and openvino fast-path candidates (probe batch)")
     for col in ("model", "candidate", "batch", "ms/batch", "img/s", "peak MB", "mask IoU", "note"):
         table.add_column(col, justify="right")
-    for name in settings.models:
-        profile = book.get(device_key, f"{get_spec(name, settings.variant).key}:torch")
+    keys = [
+        f"{get_spec(name, settings.variant).key}:{kind}"
+        for name in settings.models
+        for kind in ("torch", "openvino")
+    ]
+    for key in keys:
+        profile = book.get(device_key, key)
         if profile is None or profile.fastpath is None:
             continue
         chosen = FastPathConfig.from_json(profile.fastpath.chosen)
         for c in profile.fastpath.candidates:
             config = FastPathConfig(c.precision, c.channels_last, c.compile)
             table.add_row(
-                profile_key_name(name, settings),
+                key,
                 config.label + (" *" if config == chosen else ""),
                 str(c.batch_size),
                 f"{c.latency_ms:.1f}",
@@ -294,10 +323,6 @@ def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings
     Console(width=140).print(table)
 
 
-def profile_key_name(name: str, settings: EngineSettings) -> str:
-    return get_spec(name, settings.variant).key
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Profile models; write batch_sizes.json")
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
@@ -307,7 +332,13 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated (default: every backend that runs on this device)",
     )
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument(
+        "--block",
+        type=positive_int,
+        default=DEFAULT_BLOCK,
+        help="calls of one backend timed in a row per round of the batch-size sweep",
+    )
     parser.add_argument(
         "--compile",
         choices=("auto", "on", "off"),
@@ -347,13 +378,21 @@ def main(argv: list[str] | None = None) -> None:
     fast = None
     if not args.no_fastpath:
         fast = fastpath_options(probe, args.compile, args.fast_batch, args.max_batch, args.repeats)
-    table = Table(title=f"{probe.key}: threads torch {threads.torch}, onnxruntime {threads.onnx}")
+    title = f"{probe.key}: threads torch {threads.torch}, onnxruntime/openvino {threads.onnx}"
+    table = Table(title=title)
     for col in ("model", "batch", "peak MB", "ms/batch", "img/s"):
         table.add_column(col, justify="right")
     for name in settings.models:
         spec = get_spec(name, settings.variant)
         profiles = profile_backends(
-            spec, settings, probe, backends, batch_sizes=sizes, repeats=args.repeats, fast=fast
+            spec,
+            settings,
+            probe,
+            backends,
+            batch_sizes=sizes,
+            repeats=args.repeats,
+            fast=fast,
+            block=args.block,
         )
         for kind, profile in sorted(profiles.items()):
             profile = keep_service_efficiency(book.get(probe.key, f"{spec.key}:{kind}"), profile)

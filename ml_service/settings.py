@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
 DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
 DEFAULT_COMPILE_CACHE = REPO_ROOT / "var" / "inductor"
-BackendSetting = Literal["auto", "torch", "onnxruntime"]
+BackendSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
+OpenVinoPrecisionSetting = Literal["auto", "fp32", "bf16"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
 DevicePreprocessSetting = Literal["auto", "on", "off"]
@@ -80,7 +81,15 @@ class EngineSettings(BaseSettings):
         None, ge=1, le=256, description="PyTorch intra-op threads (default: cores given / batches)"
     )
     onnx_threads: int | None = Field(
-        None, ge=1, le=256, description="ONNX Runtime intra-op threads (default: as for torch)"
+        None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime and OpenVINO threads per batch (default: as for torch)",
+    )
+    openvino_precision: OpenVinoPrecisionSetting = Field(
+        "auto",
+        description="openvino backend: auto (the profile's choice, else fp32), fp32, or bf16 "
+        "with the stem in fp32",
     )
     onnx_cache_dir: Path = Field(
         DEFAULT_ONNX_CACHE, description="ONNX exports of the weights (rebuilt when stale)"

@@ -45,7 +45,8 @@ def available_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 @dataclass(frozen=True)
 class ThreadPlan:
     torch: int
-    onnx: int
+    onnx: int  # ONNX Runtime's intra-op threads, and OpenVINO's per stream
+    concurrency: int = 1  # batches that may run at once (OpenVINO's streams)
 
 
 def thread_plan(settings: EngineSettings, device_kind: str, cores: int | None = None) -> ThreadPlan:
@@ -54,7 +55,9 @@ def thread_plan(settings: EngineSettings, device_kind: str, cores: int | None = 
     concurrency = settings.batch_concurrency or (2 if device_kind == "cuda" else 1)
     default = max(1, cores // concurrency) if device_kind == "cpu" else cores
     return ThreadPlan(
-        torch=settings.torch_threads or default, onnx=settings.onnx_threads or default
+        torch=settings.torch_threads or default,
+        onnx=settings.onnx_threads or default,
+        concurrency=concurrency,
     )
 
 

@@ -1,6 +1,6 @@
-"""``ML_BACKEND``: auto picks per device and model the faster recorded backend, or measures both
-at warm-up; explicit choices are obeyed; the sizer uses the chosen backend's profile; thread
-counts come from the cores given; the profiler measures both backends."""
+"""``ML_BACKEND``: auto picks per device and model the fastest recorded backend, or measures all
+that run here at warm-up; explicit choices are obeyed; the sizer uses the chosen backend's
+profile; thread counts come from the cores given; the profiler measures every backend."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ml_service.backend_choice import (
     profile_rate,
     recorded_choice,
 )
+from ml_service.backends import BACKENDS
 from ml_service.device import CpuProbe
 from ml_service.engine import Engine
 from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
@@ -53,18 +54,27 @@ def test_profile_rate_is_throughput_at_the_best_batch_size() -> None:
 
 def test_recorded_choice_picks_the_faster_backend_per_model() -> None:
     book = ProfileBook()
+    two = ("torch", "onnxruntime")
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 30.0}))
-    assert recorded_choice(book, KEY, SPEC) is None  # only one backend recorded
+    assert recorded_choice(book, KEY, SPEC, two) is None  # only one backend recorded
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 10.0}))
-    choice = recorded_choice(book, KEY, SPEC)
+    choice = recorded_choice(book, KEY, SPEC, two)
     assert choice == BackendChoice(
         "onnxruntime",
         f"auto (batch_sizes.json, {KEY}): torch 33.3 img/s, onnxruntime 100.0 img/s",
     )
-    book.put(KEY, "hrnet/small:torch", profile("torch", {1: 10.0}))  # a tie goes to torch
+    assert recorded_choice(book, KEY, SPEC) is None  # openvino runs here but is not recorded
+    book.put(KEY, "hrnet/small:openvino", profile("openvino", {1: 8.0}))
     assert recorded_choice(book, KEY, SPEC) == BackendChoice(
-        "torch", f"auto (batch_sizes.json, {KEY}): torch 100.0 img/s, onnxruntime 100.0 img/s"
+        "openvino",
+        f"auto (batch_sizes.json, {KEY}): torch 33.3 img/s, onnxruntime 100.0 img/s, "
+        "openvino 125.0 img/s",
     )
+    book.put(KEY, "hrnet/small:torch", profile("torch", {1: 8.0}))  # a tie goes to torch
+    assert recorded_choice(book, KEY, SPEC).backend == "torch"  # type: ignore[union-attr]
+    book.put(KEY, "hrnet/small:torch", profile("torch", {1: 80.0}))  # then to onnxruntime
+    book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 8.0}))
+    assert recorded_choice(book, KEY, SPEC).backend == "onnxruntime"  # type: ignore[union-attr]
     assert recorded_choice(book, "NVIDIA H100 80GB HBM3", SPEC) is None  # another device
 
 
@@ -79,30 +89,31 @@ def test_auto_follows_the_record_even_against_a_faster_reality(settings: EngineS
     book = ProfileBook()  # torch recorded faster (it is not, on this CPU): the record decides
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 5.0}))
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 50.0}))
+    book.put(KEY, "hrnet/small:openvino", profile("openvino", {1: 40.0}))
     model = load_chosen(SPEC, settings, CpuProbe(), book)
     assert model.backend.name == "torch"
     assert model.backend_reason.startswith("auto (batch_sizes.json")
 
 
-def test_auto_without_a_record_measures_both_and_keeps_the_faster(
+def test_auto_without_a_record_measures_every_backend_and_keeps_the_fastest(
     settings: EngineSettings,
 ) -> None:
     book = ProfileBook()
+    book.put(KEY, "hrnet/small:torch", profile("torch", {1: 1.0}))  # one record is not enough
     model = load_chosen(SPEC, settings, CpuProbe(), book)
-    torch_p, ort_p = (book.get(KEY, f"hrnet/small:{b}") for b in ("torch", "onnxruntime"))
-    assert torch_p is not None and ort_p is not None
-    assert torch_p.source == ort_p.source == "calibrated"
-    faster = max(("torch", torch_p), ("onnxruntime", ort_p), key=lambda bp: profile_rate(bp[1]))
-    assert model.backend.name == faster[0]
+    measured = {b: book.get(KEY, f"hrnet/small:{b}") for b in BACKENDS}
+    assert all(p is not None and p.source == "calibrated" for p in measured.values())
+    fastest = max(measured, key=lambda b: profile_rate(measured[b]))  # type: ignore[arg-type,return-value]
+    assert model.backend.name == fastest
     assert model.backend_reason.startswith(f"auto (measured at warm-up on {KEY})")
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_explicit_backend_is_obeyed_whatever_the_record(
     settings: EngineSettings, backend: str
 ) -> None:
     book = ProfileBook()
-    for b in ("torch", "onnxruntime"):
+    for b in BACKENDS:
         book.put(KEY, f"hrnet/small:{b}", profile(b, {1: 5.0 if b != backend else 50.0}))
     s = settings.model_copy(update={"backend": backend})
     model = load_chosen(SPEC, s, CpuProbe(), book)
@@ -113,6 +124,7 @@ def test_sizer_uses_the_profile_of_the_backend_in_use(settings: EngineSettings) 
     book = ProfileBook()
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 30.0, 2: 60.0}, best=1))
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 10.0, 4: 20.0}, best=4))
+    book.put(KEY, "hrnet/small:openvino", profile("openvino", {1: 20.0, 2: 40.0}, best=2))
     book.save(settings.profiles_path)
     with Engine.from_settings(settings) as engine:
         described = engine.describe()["models"][0]
@@ -171,7 +183,7 @@ def test_cgroup_cpu_quota_caps_the_cores(tmp_path: Path, text: str, cores: int |
     assert cgroup_cpu_limit(tmp_path / "missing") is None
 
 
-def test_profiler_measures_both_backends_and_keeps_other_devices(
+def test_profiler_measures_every_backend_and_keeps_other_devices(
     tmp_path: Path, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "batch_sizes.json"
@@ -184,7 +196,7 @@ def test_profiler_measures_both_backends_and_keeps_other_devices(
     profiler.main(["--models", "hrnet", "--max-batch", "2", "--repeats", "1"])
     devices = json.loads(path.read_text())["devices"]
     assert set(devices["NVIDIA H100 80GB HBM3"]) == {"hrnet/full:torch"}
-    assert set(devices[KEY]) == {"hrnet/small:torch", "hrnet/small:onnxruntime"}
+    assert set(devices[KEY]) == {f"hrnet/small:{b}" for b in BACKENDS}
     for key, entry in devices[KEY].items():
         assert entry["backend"] == key.split(":")[1]
         assert [p["batch_size"] for p in entry["points"]] == [1, 2]

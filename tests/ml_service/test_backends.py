@@ -1,17 +1,18 @@
 """Backend equivalence: for every model, ONNX Runtime and eager PyTorch give the same logits
-(within 1e-3; measured here ≤ 3e-5) and the same masks through the full engine path (IoU ≥ 0.99
-per image), on held-out synthetic images and the real sample images, large ones tiled."""
+(within 1e-3; measured here ≤ 3e-5), and ONNX Runtime and OpenVINO (fp32; its logits are checked
+in test_openvino.py) the same masks as torch through the full engine path (IoU ≥ 0.99 per
+image), on held-out synthetic images and the real sample images, large ones tiled."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
 from ml_service.backends import (
+    BACKENDS,
     DeviceOutOfMemory,
     OnnxRuntimeBackend,
     TorchBackend,
@@ -29,6 +30,7 @@ from ml_service.preprocess import prepare
 from ml_service.settings import EngineSettings
 from ml_service.threads import thread_plan
 from models.registry import MODEL_NAMES, get_spec
+from tests.ml_service.checks import assert_concurrent_calls_match_serial
 
 LOGIT_ATOL = 1e-3  # |Δ logit|; bounds |Δ probability| by 2.5e-4
 
@@ -47,7 +49,7 @@ def engine_on(settings: EngineSettings, backend: str) -> Engine:
 
 @pytest.fixture(scope="module")
 def engines(settings: EngineSettings) -> Iterator[dict[str, Engine]]:
-    engines = {b: engine_on(settings, b) for b in ("torch", "onnxruntime")}
+    engines = {b: engine_on(settings, b) for b in BACKENDS}
     yield engines
     for engine in engines.values():
         engine.close()
@@ -87,22 +89,17 @@ def test_masks_agree_through_the_full_engine_path(
     for i, image in enumerate(test_images):
         data = encode_png(image)
         a = engines["torch"].segment(data, model, params)
-        b = engines["onnxruntime"].segment(data, model, params)
-        assert iou(a.labels > 0, b.labels > 0) >= 0.99, f"image {i}"
-        assert abs(len(a.objects) - len(b.objects)) <= 1, f"image {i}"
+        for other in ("onnxruntime", "openvino"):  # openvino in fp32: nothing recorded here
+            b = engines[other].segment(data, model, params)
+            assert iou(a.labels > 0, b.labels > 0) >= 0.99, f"{other}, image {i}"
+            assert abs(len(a.objects) - len(b.objects)) <= 1, f"{other}, image {i}"
 
 
 def test_one_session_serves_concurrent_callers(settings: EngineSettings) -> None:
     spec = get_spec("hrnet", "small")
     module, weights = build_module(spec, settings)
     backend = make_backend("onnxruntime", spec, module, weights, settings, torch.device("cpu"))
-    rng = np.random.default_rng(3)
-    batches = [rng.random((1 + i % 3, 1, 256, 256), dtype=np.float32) for i in range(12)]
-    alone = [backend.run(b) for b in batches]
-    with ThreadPoolExecutor(6) as pool:
-        together = list(pool.map(backend.run, batches))
-    for a, b in zip(alone, together, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert_concurrent_calls_match_serial(backend.run)
 
 
 def test_onnx_session_threads_come_from_the_thread_plan(settings: EngineSettings) -> None:

@@ -1,0 +1,143 @@
+"""The OpenVINO backend: Intel's OpenVINO runtime (CPU plugin) on the ONNX export.
+
+Why a third backend: on this project's 2-core CPU (AMD EPYC with AVX512-BF16) OpenVINO's CPU
+plugin ran the ``small`` models 1.5–2× faster than compiled PyTorch in bf16, and hrnet/small
+faster in fp32 too (docs/benchmarks.md, "OpenVINO backend"). It reads the same ONNX export as
+ONNX Runtime (``ml_service.onnx_export``: cached, checksummed, rebuilt when stale).
+
+- ``precision``: ``fp32``, or ``bf16`` with the stem kept in fp32
+  (``ml_service.openvino_precision``). ``bf16`` on a CPU without bf16 instructions is refused
+  (OpenVINO would quietly run fp32). The profiler measures both and records the faster whose
+  masks agree with torch fp32 (``ml_service.openvino_choice``); ``ML_OPENVINO_PRECISION``
+  forces one.
+- Threads: ``threads`` in all (the thread plan's ONNX figure: cores ÷ batches in flight) per
+  stream, and one stream per batch that may run at once, so concurrent calls run side by side
+  rather than queue. One compiled model per model per process; each calling thread gets its own
+  infer request (``CompiledModel`` is thread-safe, an ``InferRequest`` is not).
+- CPU only: OpenVINO's GPU plugin drives Intel GPUs, not the CUDA devices the service uses.
+
+``openvino`` is imported lazily, so the engine runs where it is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml_service.backends import DeviceOutOfMemory, logits_to_output
+from ml_service.errors import BackendUnavailable
+
+PRECISIONS = ("fp32", "bf16")
+_HINT = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_unavailable(device: torch.device) -> str | None:
+    """Why OpenVINO cannot run models on ``device`` in this process; None when it can."""
+    if device.type != "cpu":
+        return f"OpenVINO runs on the CPU here, not on {device}"
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed (pip install 'cellseg-serve[engine]')"
+    return None
+
+
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 kernels for this CPU."""
+    return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoBackend:
+    """One compiled OpenVINO model, shared by every calling thread (see the module docstring)."""
+
+    name = "openvino"
+    returns_masks = True
+
+    def __init__(
+        self,
+        model: bytes,
+        device: torch.device,
+        *,
+        input_size: int,
+        threads: int,
+        streams: int = 1,
+        precision: str = "fp32",
+        resident_bytes: int,
+    ) -> None:
+        problem = openvino_unavailable(device)
+        if problem is not None:
+            raise BackendUnavailable(problem)
+        self.device = device
+        self.resident_bytes = resident_bytes
+        self.threads, self.streams = threads, streams
+        self.input_size = input_size
+        self._onnx = model
+        self._local = threading.local()
+        self.precision = ""
+        self.stem_layers = 0
+        self.configure(precision)
+
+    def configure(self, precision: str) -> None:
+        """Compile for ``precision`` (``fp32``, or ``bf16`` with the stem in fp32)."""
+        if precision not in PRECISIONS:
+            raise BackendUnavailable(
+                f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}"
+            )
+        if precision == "bf16" and not native_bf16():
+            raise BackendUnavailable("OpenVINO bf16: this CPU has no bf16 instructions")
+        from ml_service.openvino_precision import keep_stem_in_fp32
+
+        core = _core()
+        try:
+            model = core.read_model(self._onnx)
+            model.reshape([-1, model.inputs[0].get_partial_shape()[1], *(self.input_size,) * 2])
+            stem = 0
+            if precision == "bf16":
+                model, stem = keep_stem_in_fp32(core, model, self.input_size)
+            compiled = core.compile_model(
+                model,
+                "CPU",
+                {
+                    "INFERENCE_PRECISION_HINT": _HINT[precision],
+                    "INFERENCE_NUM_THREADS": self.threads * self.streams,
+                    "NUM_STREAMS": self.streams,
+                },
+            )
+        except RuntimeError as exc:  # OpenVINO's errors are plain RuntimeErrors
+            raise BackendUnavailable(f"OpenVINO cannot load the model: {exc}") from exc
+        self._compiled = compiled
+        self._local = threading.local()  # requests of the previous compilation are stale
+        self.precision, self.stem_layers = precision, stem
+
+    @property
+    def dtype_name(self) -> str:
+        """What ``ModelProfile.dtype`` records for this backend."""
+        return "bfloat16" if self.precision == "bf16" else "float32"
+
+    def _request(self) -> Any:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        return request
+
+    def run(self, batch: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities ``(N, H, W)`` float32, or uint8 masks given ``thresholds`` ``(N,)``."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        try:
+            logits = self._request().infer({0: x})[0]
+        except RuntimeError as exc:
+            if "allocat" in str(exc).lower():
+                raise DeviceOutOfMemory(str(exc)) from exc
+            raise
+        return logits_to_output(np.array(logits[:, 0], dtype=np.float32), thresholds)
+
+    def release_cached_memory(self) -> None:
+        """Nothing to do: OpenVINO frees a request's intermediate memory with the request."""

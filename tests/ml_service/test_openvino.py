@@ -1,0 +1,228 @@
+"""The OpenVINO backend: fp32 gives torch fp32's logits and masks for every model; bf16 keeps the
+stem in fp32 (the IR's ``precise`` attribute, which the plugin honours) and is gated on masks by
+the profiler; precision is resolved from the profile or ``ML_OPENVINO_PRECISION``; concurrent
+callers; clear errors where it cannot run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml_service.backends import DeviceOutOfMemory
+from ml_service.device import CpuProbe
+from ml_service.engine import Engine
+from ml_service.errors import BackendUnavailable
+from ml_service.fastpath_choice import MIN_MASK_IOU, equivalence_images
+from ml_service.fastpath_setup import resolve_openvino_precision
+from ml_service.mixed_precision import stem_convolutions
+from ml_service.onnx_export import ensure_onnx
+from ml_service.openvino_backend import OpenVinoBackend, native_bf16, openvino_unavailable
+from ml_service.openvino_choice import choose_openvino_precision
+from ml_service.openvino_precision import mark_precise, stem_layer_names
+from ml_service.pool import build_module, make_backend
+from ml_service.preprocess import prepare
+from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
+from ml_service.settings import EngineSettings, SettingsError, load_settings
+from ml_service.threads import thread_plan
+from models.registry import MODEL_NAMES, get_spec
+from tests.ml_service.checks import assert_concurrent_calls_match_serial
+
+LOGIT_ATOL = 1e-3
+CPU = torch.device("cpu")
+needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no bf16 instructions")
+
+
+def openvino_backend(settings: EngineSettings, model: str, precision: str = "fp32") -> tuple:
+    spec = get_spec(model, "small")
+    module, weights = build_module(spec, settings)
+    backend = make_backend("openvino", spec, module, weights, settings, CPU, precision)
+    assert isinstance(backend, OpenVinoBackend)
+    return spec, module, backend
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_fp32_logits_agree_with_torch_on_every_tile_of_the_test_images(
+    settings: EngineSettings, model: str
+) -> None:
+    spec, module, backend = openvino_backend(settings, model)
+    tiles = [t for image in equivalence_images() for t in prepare(image, spec.input_size, 32)[0]]
+    batch = np.stack(tiles)[:, None].astype(np.float32)
+    for start in range(0, len(batch), 4):  # batches of up to 4: the dynamic batch axis
+        chunk = batch[start : start + 4]
+        with torch.inference_mode():
+            expected = torch.sigmoid(module(torch.from_numpy(chunk)))[:, 0].numpy()
+        got = backend.run(chunk)
+        assert got.shape == expected.shape == (len(chunk), spec.input_size, spec.input_size)
+        # probabilities within a quarter of the logit tolerance (sigmoid's slope ≤ 1/4)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=LOGIT_ATOL / 4)
+        masks = backend.run(chunk, np.full(len(chunk), 0.5, np.float32))
+        assert masks.dtype == np.uint8
+        np.testing.assert_array_equal(masks, (got > 0.5).astype(np.uint8))
+
+
+@needs_bf16
+def test_bf16_keeps_the_stem_in_fp32_as_torch_does(settings: EngineSettings) -> None:
+    spec, module, backend = openvino_backend(settings, "hrnet")
+    import openvino as ov
+
+    sha = build_module(spec, settings)[1]["sha256"]
+    model = ov.Core().read_model(ensure_onnx(module, spec, sha, settings.onnx_cache_dir).data)
+    model.reshape([-1, 1, 256, 256])
+    names = stem_layer_names(model, 256)
+    # every convolution torch keeps in fp32 (hrnet: its two stride-2 convolutions, the first
+    # bottleneck, the first transition); OpenVINO's order may run a few 1/4-resolution layers
+    # before the first 1/8 one (hrnet: stage 2's first high-resolution block), which it keeps
+    # too, but nothing after it
+    marked = module_names(names)
+    assert set(stem_convolutions(module, CPU)) <= marked
+    assert marked - set(stem_convolutions(module, CPU)) <= {
+        "backbone.stage2.0.branches.0.0.conv1",
+        "backbone.stage2.0.branches.0.0.conv2",
+    }
+    assert not any("branches.1" in n or "stage3" in n or "/head" in n for n in names)
+    backend.configure("bf16")
+    assert backend.precision == "bf16" and backend.dtype_name == "bfloat16"
+    assert backend.stem_layers > 0  # those layers were marked in the IR
+    x = np.random.default_rng(0).random((2, 1, 256, 256), dtype=np.float32)
+    with torch.inference_mode():
+        expected = torch.sigmoid(module(torch.from_numpy(x)))[:, 0].numpy()
+    error = np.abs(backend.run(x) - expected).max()
+    assert 1e-5 < error < 0.1  # really bf16, and still the same network
+
+
+def module_names(names: list[str]) -> set[str]:
+    """OpenVINO names of ONNX convolutions → torch module names: ``/backbone/layer1/layer1.0/
+    conv1/Conv/WithoutBiases`` → ``backbone.layer1.0.conv1`` (a component that extends the one
+    before it with a dot adds only its last part)."""
+    found = set()
+    for name in names:
+        if "/Conv" not in name:
+            continue
+        parts: list[str] = []
+        for component in name.split("/Conv")[0].strip("/").split("/"):
+            parent = parts[-1] if parts else ""
+            extends = parts and component.startswith(parent + ".")
+            parts.append(component[len(parent) + 1 :] if extends else component)
+        found.add(".".join(parts))
+    return found
+
+
+def test_mark_precise_adds_the_attribute_once_to_the_named_layers() -> None:
+    ir = (
+        b'<net><layers><layer id="0" name="a" type="Convolution"><data strides="1,1"/>'
+        b'<input/></layer><layer id="1" name="b" type="Relu"><rt_info>'
+        b'<attribute name="fused_names" version="0" value="b"/></rt_info></layer>'
+        b'<layer id="2" name="c" type="Relu"/></layers></net>'
+    )
+    marked, count = mark_precise(ir, ["a", "b", "missing"])
+    assert count == 2
+    again, _ = mark_precise(marked, ["a", "b"])
+    assert again.count(b'name="precise"') == 2  # not duplicated
+    assert b'<layer id="2" name="c" type="Relu" />' in marked  # untouched
+    a = marked.split(b'name="a"')[1].split(b"</layer>")[0]
+    assert a.index(b"<data") < a.index(b"<rt_info>") < a.index(b"<input")  # IR order kept
+
+
+def test_profiler_choice_gates_bf16_on_the_masks(settings: EngineSettings) -> None:
+    spec, module, backend = openvino_backend(settings, "unet")
+    chosen, record = choose_openvino_precision(module, spec, backend, batch_size=1, repeats=2)
+    assert [c.precision for c in record.candidates] == (
+        ["fp32", "bf16"] if native_bf16() else ["fp32"]
+    )
+    for c in record.candidates:
+        assert c.latency_ms > 0 and 0 < c.mask_iou <= 1
+        assert bool(c.rejected) == (c.mask_iou < MIN_MASK_IOU)
+    fp32 = record.candidates[0]
+    assert fp32.mask_iou >= 0.999 and not fp32.rejected  # fp32: a few boundary pixels at most
+    assert record.chosen["precision"] == chosen == backend.precision  # left compiled as chosen
+    assert not next(c for c in record.candidates if c.precision == chosen).rejected
+
+
+def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
+    record = FastPathRecord({"precision": "bf16", "channels_last": False, "compile": "off"})
+    recorded = ModelProfile(1, 1, 1, 1, backend="openvino", fastpath=record)
+    assert resolve_openvino_precision("auto", recorded) == (
+        "bf16",
+        "recorded in batch_sizes.json: bf16",
+    )
+    assert resolve_openvino_precision("fp32", recorded) == ("fp32", "ML_OPENVINO_PRECISION=fp32")
+    assert resolve_openvino_precision("auto", None) == ("fp32", "no recorded choice")
+
+
+@needs_bf16
+def test_engine_runs_the_recorded_precision_and_describes_it(
+    settings: EngineSettings, tmp_path: Path
+) -> None:
+    record = FastPathRecord({"precision": "bf16", "channels_last": False, "compile": "off"})
+    book = ProfileBook()
+    book.put(
+        CpuProbe().key,
+        "unet/small:openvino",
+        ModelProfile(5, 10, 1, 2, backend="openvino", input_size=(256, 256), fastpath=record),
+    )
+    book.save(tmp_path / "batch_sizes.json")
+    s = settings.model_copy(
+        update={
+            "models": ("unet",),
+            "backend": "openvino",
+            "profiles_path": tmp_path / "batch_sizes.json",
+        }
+    )
+    with Engine.from_settings(s) as engine:
+        described = engine.describe()["models"][0]
+        assert described["backend"] == "openvino"
+        assert described["fastpath"]["precision"] == "bf16"
+        assert described["fastpath"]["stem_fp32_layers"] > 0
+        assert described["fastpath"]["reason"] == "recorded in batch_sizes.json: bf16"
+        result = engine.segment(np.zeros((64, 64), np.uint8), "unet")
+        assert result.labels.shape == (64, 64)
+    forced = s.model_copy(update={"openvino_precision": "fp32"})
+    with Engine.from_settings(forced) as engine:
+        assert engine.describe()["models"][0]["fastpath"]["precision"] == "fp32"
+
+
+def test_one_compiled_model_serves_concurrent_callers(settings: EngineSettings) -> None:
+    s = settings.model_copy(update={"batch_concurrency": 2})
+    _, _, backend = openvino_backend(s, "hrnet")
+    assert backend.streams == 2 and backend.threads == thread_plan(s, "cpu").onnx
+    assert_concurrent_calls_match_serial(backend.run)
+
+
+def test_where_openvino_cannot_run_the_errors_say_why(settings: EngineSettings) -> None:
+    cuda = torch.device("cuda", 0)
+    assert openvino_unavailable(cuda) == "OpenVINO runs on the CPU here, not on cuda:0"
+    assert openvino_unavailable(CPU) is None
+    spec = get_spec("hrnet", "small")
+    module, weights = build_module(spec, settings)
+    with pytest.raises(BackendUnavailable, match="ML_BACKEND=openvino but OpenVINO runs on the"):
+        make_backend("openvino", spec, module, weights, settings, cuda)
+    _, _, backend = openvino_backend(settings, "hrnet")
+    with pytest.raises(BackendUnavailable, match="precision must be one of"):
+        backend.configure("fp16")
+    with pytest.raises(BackendUnavailable, match="cannot load the model"):
+        OpenVinoBackend(b"not a model", CPU, input_size=256, threads=1, resident_bytes=0)
+
+
+def test_allocation_failures_are_device_oom_for_the_batcher(settings: EngineSettings) -> None:
+    _, _, backend = openvino_backend(settings, "hrnet")
+
+    class FailingRequest:
+        def infer(self, _inputs: object) -> None:
+            raise RuntimeError("Exception from src/core: Failed to allocate 8 GB")
+
+    backend._local.request = FailingRequest()  # this thread's request
+    with pytest.raises(DeviceOutOfMemory, match="allocate"):
+        backend.run(np.zeros((1, 1, 256, 256), np.float32))
+
+
+def test_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_OPENVINO_PRECISION", "int8")
+    with pytest.raises(SettingsError, match="ML_OPENVINO_PRECISION"):
+        load_settings()
+    monkeypatch.setenv("ML_OPENVINO_PRECISION", "bf16")
+    monkeypatch.setenv("ML_BACKEND", "openvino")
+    loaded = load_settings()
+    assert loaded.backend == "openvino" and loaded.openvino_precision == "bf16"
