@@ -20,6 +20,7 @@ A device serves every model of the mix; its throughput for the mix is the harmon
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -31,6 +32,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from ml_service.backend_choice import profile_rate
 from ml_service.backends import BACKENDS
 from ml_service.device import cpu_device_key
 from ml_service.profiles import ModelProfile, ProfileBook
@@ -108,6 +110,21 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def auto_pick(profiles: list[ModelProfile]) -> ModelProfile:
+    """The profile ``ML_BACKEND=auto`` runs (``backend_choice.compare_profiles``): the highest
+    recorded rate at its best batch size, ties to the earlier backend. The whole-path rate and
+    the service efficiency are measured against that backend, so they are kept with it."""
+    order = {b: -i for i, b in enumerate(BACKENDS)}
+    chosen = max(profiles, key=lambda p: (profile_rate(p) or 0.0, order.get(p.backend or "", -99)))
+    pipelines = [p.pipeline_images_per_s for p in profiles if p.pipeline_images_per_s]
+    efficiencies = [p.service_efficiency for p in profiles if p.service_efficiency]
+    return dataclasses.replace(
+        chosen,
+        pipeline_images_per_s=max(pipelines, default=chosen.pipeline_images_per_s),
+        service_efficiency=max(efficiencies, default=chosen.service_efficiency),
+    )
+
+
 def measured_rate(profile: ModelProfile, budget_mb: float) -> ModelRate | None:
     """The best measured inference rate within ``budget_mb``, capped by the measured whole
     per-image path (decode, postprocess, result formats) where the profile has one: on a CPU
@@ -132,7 +149,7 @@ def device_rates(
     resident = SEED_A5000_RESIDENT_MB if device.relative_speed else 0.0
     budget_mb = device.memory_gb * 1024 - resident - 512
     for m in models:
-        # the engine runs the faster recorded backend (ML_BACKEND=auto): so does the plan
+        # the engine runs the fastest recorded backend (ML_BACKEND=auto): so does the plan
         backends = (backend,) if backend != "auto" else BACKENDS
         profiles = [
             p
@@ -140,6 +157,8 @@ def device_rates(
             if device.profile_key
             and (p := book.get(device.profile_key, f"{m}/{variant}:{b}")) is not None
         ]
+        if len(profiles) > 1:
+            profiles = [auto_pick(profiles)]
         measured = [r for p in profiles if (r := measured_rate(p, budget_mb)) is not None]
         rate = max(measured, key=lambda r: r.images_per_s) if measured else None
         # the whole path was measured with the backend the engine runs: it bounds every backend

@@ -125,3 +125,25 @@ def test_a_re_profile_keeps_the_measured_service_efficiency() -> None:
     assert keep_service_efficiency(None, new) is new
     fresh = ModelProfile(1, 2, 1, 8, service_efficiency=0.6)
     assert keep_service_efficiency(old, fresh).service_efficiency == 0.6
+
+
+def test_the_plan_uses_the_backend_auto_runs_with_its_batch_size() -> None:
+    book = ProfileBook()
+    torch_points = (BatchPoint(1, 10, 20.0), BatchPoint(2, 20, 25.0))  # 80 img/s at 2
+    openvino_points = (BatchPoint(1, 1, 10.0),)  # 100 img/s at 1: auto runs this one
+    book.put(
+        "cpu",
+        "unet/small:torch",
+        ModelProfile(0, 10, 2, 2, backend="torch", points=torch_points, service_efficiency=0.5),
+    )
+    book.put(
+        "cpu",
+        "unet/small:openvino",
+        ModelProfile(
+            0, 1, 1, 1, backend="openvino", points=openvino_points, pipeline_images_per_s=60
+        ),
+    )
+    plan = plan_device(Device("cpu", 24, 0.0, 0.0, "cpu"), {"unet": 10}, 60, book, "small")
+    rate = plan.rates["unet"]
+    assert rate.batch_size == 1  # openvino's, not torch's
+    assert rate.images_per_s == pytest.approx(60 * 0.5)  # whole path × efficiency, kept
