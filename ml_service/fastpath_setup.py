@@ -25,7 +25,7 @@ import numpy as np
 
 from ml_service import fastpath
 from ml_service.backends import TorchBackend
-from ml_service.openvino_backend import OpenVinoBackend
+from ml_service.openvino_backend import OpenVinoBackend, native_bf16
 from ml_service.pool import LoadedModel
 from ml_service.profiles import ModelProfile
 from ml_service.settings import EngineSettings
@@ -59,7 +59,9 @@ def configure_model(
     if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
         profile = None
     if isinstance(model.backend, OpenVinoBackend):
-        precision, reason = resolve_openvino_precision(settings.openvino_precision, profile)
+        precision, reason = resolve_openvino_precision(
+            settings.openvino_precision, profile, native_bf16()
+        )
         if precision != model.backend.precision:
             model.backend.configure(precision)
         model.fastpath_reason = reason
@@ -78,14 +80,20 @@ def configure_model(
     log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
 
 
-def resolve_openvino_precision(setting: str, profile: ModelProfile | None) -> tuple[str, str]:
-    """An OpenVINO model's precision and why: ``ML_OPENVINO_PRECISION`` when not ``auto``,
-    else the profile's recorded choice, else fp32."""
+def resolve_openvino_precision(
+    setting: str, profile: ModelProfile | None, bf16_here: bool
+) -> tuple[str, str]:
+    """An OpenVINO model's precision and why: ``ML_OPENVINO_PRECISION`` when not ``auto`` (a
+    forced bf16 on a CPU without bf16 instructions then fails at compilation, naming it), else
+    the profile's recorded choice, else fp32. A recorded bf16 on a CPU without bf16 (another
+    machine with the same device key) falls back to fp32."""
     if setting != "auto":
         return setting, f"ML_OPENVINO_PRECISION={setting}"
     if profile is None or profile.fastpath is None:
         return "fp32", "no recorded choice"
     precision = str(profile.fastpath.chosen["precision"])
+    if precision == "bf16" and not bf16_here:
+        return "fp32", "recorded bf16, but this CPU has no bf16 instructions"
     return precision, f"recorded in batch_sizes.json: {precision}"
 
 

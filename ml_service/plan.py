@@ -34,6 +34,7 @@ from rich.table import Table
 
 from ml_service.backend_choice import profile_rate
 from ml_service.backends import BACKENDS
+from ml_service.cli_args import positive_int
 from ml_service.device import cpu_device_key
 from ml_service.profiles import ModelProfile, ProfileBook
 from ml_service.settings import DEFAULT_PROFILES
@@ -233,8 +234,8 @@ def this_machine(book: ProfileBook) -> Device | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="GPUs, wall time and cost for a workload")
-    parser.add_argument("--users", type=int, required=True)
-    parser.add_argument("--images-per-user", type=int, required=True)
+    parser.add_argument("--users", type=positive_int, required=True)
+    parser.add_argument("--images-per-user", type=positive_int, required=True)
     parser.add_argument("--mix", default="hrnet=0.34,unet=0.33,cbam_resunet=0.33")
     parser.add_argument("--deadline", default="1h")
     parser.add_argument("--variant", default="full", help="model variant on GPUs")

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(BACKENDS),
         help="comma-separated (default: every backend that runs on this device)",
     )
-    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--max-batch", type=positive_int, default=16)
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument(
         "--block",
@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="measure torch.compile candidates (auto and on: yes; off: no)",
     )
-    parser.add_argument("--fast-batch", type=int, help="probe batch of the fast-path candidates")
+    parser.add_argument(
+        "--fast-batch", type=positive_int, help="probe batch of the fast-path candidates"
+    )
     parser.add_argument("--no-fastpath", action="store_true", help="torch in fp32 only")
     parser.add_argument(
         "--no-pipeline",

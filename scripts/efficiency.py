@@ -34,6 +34,7 @@ from loadtest.cpu_accounting import account, snapshot
 from loadtest.report import summarize
 from loadtest.runner import Workload, run_workload
 from ml_service.bench import bench_model
+from ml_service.cli_args import positive_int
 from ml_service.engine import Engine
 from ml_service.pipeline_rate import measure_pipeline_on, record_service_efficiency
 from ml_service.settings import load_settings
@@ -53,20 +54,20 @@ def cpu_report(alone: dict[str, Any], shared: dict[str, Any], full: float) -> di
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Engine alone vs the whole service")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--admin-key", required=True)
     parser.add_argument("--model", default="hrnet")
-    parser.add_argument("--users", type=int, default=8)
-    parser.add_argument("--images-per-user", type=int, default=20)
+    parser.add_argument("--users", type=positive_int, default=8)
+    parser.add_argument("--images-per-user", type=positive_int, default=20)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--record",
         action="store_true",
         help="store the whole path and end to end ÷ whole path in the model's profile",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         images = synthetic_images(args.images_per_user, 256, Path(tmp))
         settings = load_settings().model_copy(update={"models": (args.model,)})

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from ml_service import openvino_backend as ov_module
 from ml_service.backends import DeviceOutOfMemory
 from ml_service.device import CpuProbe
 from ml_service.engine import Engine
@@ -142,14 +143,24 @@ def test_profiler_choice_gates_bf16_on_the_masks(settings: EngineSettings) -> No
 
 
 def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
+    """(Where bf16 cannot run, ``configure`` refuses it: test_where_openvino_cannot_run.)"""
     record = FastPathRecord({"precision": "bf16", "channels_last": False, "compile": "off"})
     recorded = ModelProfile(1, 1, 1, 1, backend="openvino", fastpath=record)
-    assert resolve_openvino_precision("auto", recorded) == (
+    assert resolve_openvino_precision("auto", recorded, True) == (
         "bf16",
         "recorded in batch_sizes.json: bf16",
     )
-    assert resolve_openvino_precision("fp32", recorded) == ("fp32", "ML_OPENVINO_PRECISION=fp32")
-    assert resolve_openvino_precision("auto", None) == ("fp32", "no recorded choice")
+    assert resolve_openvino_precision("fp32", recorded, True) == (
+        "fp32",
+        "ML_OPENVINO_PRECISION=fp32",
+    )
+    assert resolve_openvino_precision("auto", None, True) == ("fp32", "no recorded choice")
+    # a profile recorded on another CPU with the same device key
+    assert resolve_openvino_precision("auto", recorded, False) == (
+        "fp32",
+        "recorded bf16, but this CPU has no bf16 instructions",
+    )
+    assert resolve_openvino_precision("bf16", None, False)[0] == "bf16"  # forced: compile fails
 
 
 @needs_bf16
@@ -191,7 +202,9 @@ def test_one_compiled_model_serves_concurrent_callers(settings: EngineSettings) 
     assert_concurrent_calls_match_serial(backend.run)
 
 
-def test_where_openvino_cannot_run_the_errors_say_why(settings: EngineSettings) -> None:
+def test_where_openvino_cannot_run_the_errors_say_why(
+    settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cuda = torch.device("cuda", 0)
     assert openvino_unavailable(cuda) == "OpenVINO runs on the CPU here, not on cuda:0"
     assert openvino_unavailable(CPU) is None
@@ -202,6 +215,10 @@ def test_where_openvino_cannot_run_the_errors_say_why(settings: EngineSettings) 
     _, _, backend = openvino_backend(settings, "hrnet")
     with pytest.raises(BackendUnavailable, match="precision must be one of"):
         backend.configure("fp16")
+    monkeypatch.setattr(ov_module, "native_bf16", lambda: False)  # a CPU without bf16
+    with pytest.raises(BackendUnavailable, match="this CPU has no bf16 instructions"):
+        backend.configure("bf16")
+    assert backend.precision == "fp32"  # still compiled as before
     with pytest.raises(BackendUnavailable, match="cannot load the model"):
         OpenVinoBackend(b"not a model", CPU, input_size=256, threads=1, resident_bytes=0)
 
