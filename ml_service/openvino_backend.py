@@ -1,8 +1,9 @@
 """The OpenVINO backend: Intel's OpenVINO runtime (CPU plugin) on the ONNX export.
 
 Why a third backend: on this project's 2-core CPU (AMD EPYC with AVX512-BF16) OpenVINO's CPU
-plugin ran the ``small`` models 1.5–2× faster than compiled PyTorch in bf16, and hrnet/small
-faster in fp32 too (docs/benchmarks.md, "OpenVINO backend"). It reads the same ONNX export as
+plugin in bf16 ran cbam_resunet/small and unet/small 1.3–1.5× faster than compiled PyTorch at
+batch 1 with masks within the gate, and hrnet/small in fp32 faster at batch 1 (not at batch 8);
+docs/benchmarks.md, "OpenVINO backend". It reads the same ONNX export as
 ONNX Runtime (``ml_service.onnx_export``: cached, checksummed, rebuilt when stale).
 
 - ``precision``: ``fp32``, or ``bf16`` with the stem kept in fp32
