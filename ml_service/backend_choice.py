@@ -12,7 +12,8 @@ CUDA provider; OpenVINO where installed, on the CPU only):
    the order above).
 3. Otherwise they are measured at warm-up (the profiler's quick calibration: batch 1 and 2,
    the backends' runs interleaved, see ``ml_service.profile.calibrate_backends``; OpenVINO in
-   fp32, since its bf16 needs the profiler's mask check) and the fastest is kept. The
+   its recorded precision, else fp32, since its bf16 needs the profiler's mask check) and the
+   fastest is kept. The
    calibrated profiles go into the in-memory profile book, so the sizer uses them;
    ``python -m ml_service.profile`` records steadier figures.
 
@@ -32,6 +33,7 @@ import torch
 from ml_service.backends import BACKENDS
 from ml_service.device import DeviceProbe
 from ml_service.errors import BackendUnavailable
+from ml_service.fastpath_setup import openvino_precision
 from ml_service.pool import LoadedModel, backend_unavailable, build_module, make_backend
 from ml_service.profile import budget_mb, calibrate_backends
 from ml_service.profiles import ModelProfile, ProfileBook
@@ -54,6 +56,13 @@ def profile_rate(profile: ModelProfile) -> float | None:
     return max(p.images_per_s for p in points) if points else None
 
 
+def fastest(rates: dict[str, float]) -> str:
+    """The backend with the highest rate; ties go to the earlier one in ``BACKENDS`` (torch,
+    then onnxruntime, then openvino)."""
+    order = {b: -i for i, b in enumerate(BACKENDS)}
+    return max(rates, key=lambda b: (rates[b], order.get(b, -len(BACKENDS))))
+
+
 def compare_profiles(
     profiles: dict[str, ModelProfile], source: str, kinds: Sequence[str] = BACKENDS
 ) -> BackendChoice | None:
@@ -62,8 +71,7 @@ def compare_profiles(
     known = {b: r for b, r in rates.items() if r is not None}
     if len(known) < len(kinds):
         return None
-    order = {b: -i for i, b in enumerate(BACKENDS)}  # ties: torch, then onnxruntime, ...
-    best = max(kinds, key=lambda b: (known[b], order[b]))
+    best = fastest(known)
     figures = ", ".join(f"{b} {known[b]:.1f} img/s" for b in kinds)
     return BackendChoice(best, f"auto ({source}): {figures}")
 
@@ -108,7 +116,11 @@ def load_chosen(
     device = probe.torch_device
 
     def loaded(kind: str, reason: str) -> LoadedModel:
-        backend = make_backend(kind, spec, module, weights, settings, device)
+        precision = "fp32"
+        if kind == "openvino":  # compiled once, in the precision the engine will run
+            recorded = book.get(probe.key, f"{spec.key}:openvino")
+            precision, _ = openvino_precision(settings, spec, recorded)
+        backend = make_backend(kind, spec, module, weights, settings, device, precision)
         return LoadedModel(spec, backend, weights, backend_reason=reason)
 
     forced = torch_only_settings(settings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from ml_service.openvino_backend import OpenVinoBackend, native_bf16
 from ml_service.pool import LoadedModel
 from ml_service.profiles import ModelProfile
 from ml_service.settings import EngineSettings
+from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,8 @@ def configure_model(
     profiler; ignored when it is for another input size), or the one ``ML_PRECISION`` /
     ``ML_COMPILE`` force; OpenVINO models: the precision recorded or forced
     (``ML_OPENVINO_PRECISION``). The reason goes to ``model.fastpath_reason``."""
-    if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
-        profile = None
     if isinstance(model.backend, OpenVinoBackend):
-        precision, reason = resolve_openvino_precision(
-            settings.openvino_precision, profile, native_bf16()
-        )
+        precision, reason = openvino_precision(settings, model.spec, profile)
         if precision != model.backend.precision:
             model.backend.configure(precision)
         model.fastpath_reason = reason
@@ -69,6 +66,8 @@ def configure_model(
         return
     if not isinstance(model.backend, TorchBackend):
         return
+    if profile is not None and profile.input_size != (model.spec.input_size,) * 2:
+        profile = None
     config, reason = fastpath.resolve(
         settings.precision, settings.compile, profile, model.backend.device
     )
@@ -80,8 +79,19 @@ def configure_model(
     log.info("%s: fast path %s (%s)", model.profile_key, config.label, reason)
 
 
+def openvino_precision(
+    settings: EngineSettings, spec: ModelSpec, profile: ModelProfile | None
+) -> tuple[str, str]:
+    """:func:`resolve_openvino_precision` for ``spec`` on this CPU (a profile for another input
+    size is ignored). The model pool compiles an OpenVINO model in it, so
+    :func:`configure_model` finds it compiled as it should be."""
+    if profile is not None and profile.input_size != (spec.input_size,) * 2:
+        profile = None
+    return resolve_openvino_precision(settings.openvino_precision, profile, native_bf16)
+
+
 def resolve_openvino_precision(
-    setting: str, profile: ModelProfile | None, bf16_here: bool
+    setting: str, profile: ModelProfile | None, bf16_here: Callable[[], bool]
 ) -> tuple[str, str]:
     """An OpenVINO model's precision and why: ``ML_OPENVINO_PRECISION`` when not ``auto`` (a
     forced bf16 on a CPU without bf16 instructions then fails at compilation, naming it), else
@@ -92,7 +102,7 @@ def resolve_openvino_precision(
     if profile is None or profile.fastpath is None:
         return "fp32", "no recorded choice"
     precision = str(profile.fastpath.chosen["precision"])
-    if precision == "bf16" and not bf16_here:
+    if precision == "bf16" and not bf16_here():
         return "fp32", "recorded bf16, but this CPU has no bf16 instructions"
     return precision, f"recorded in batch_sizes.json: {precision}"
 

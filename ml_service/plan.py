@@ -32,7 +32,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.backend_choice import profile_rate
+from ml_service.backend_choice import fastest, profile_rate
 from ml_service.backends import BACKENDS
 from ml_service.cli_args import positive_int
 from ml_service.device import cpu_device_key
@@ -112,11 +112,12 @@ def parse_duration(text: str) -> float:
 
 
 def auto_pick(profiles: list[ModelProfile]) -> ModelProfile:
-    """The profile ``ML_BACKEND=auto`` runs (``backend_choice.compare_profiles``): the highest
-    recorded rate at its best batch size, ties to the earlier backend. The whole-path rate and
-    the service efficiency are measured against that backend, so they are kept with it."""
-    order = {b: -i for i, b in enumerate(BACKENDS)}
-    chosen = max(profiles, key=lambda p: (profile_rate(p) or 0.0, order.get(p.backend or "", -99)))
+    """The profile ``ML_BACKEND=auto`` runs (``backend_choice.fastest``: the highest recorded
+    rate at its best batch size), carrying the whole-path rate and service efficiency recorded
+    on any of the model's profiles (``scripts.efficiency --record`` stores them on the backend
+    the service ran then)."""
+    by_backend = {p.backend or "": p for p in profiles}
+    chosen = by_backend[fastest({b: profile_rate(p) or 0.0 for b, p in by_backend.items()})]
     pipelines = [p.pipeline_images_per_s for p in profiles if p.pipeline_images_per_s]
     efficiencies = [p.service_efficiency for p in profiles if p.service_efficiency]
     return dataclasses.replace(

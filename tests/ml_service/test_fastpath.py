@@ -232,9 +232,10 @@ def test_ml_precision_forces_torch_and_conflicts_with_onnxruntime(
     assert model.backend.name == "torch" and "ML_PRECISION=bf16" in model.backend_reason
     with Engine(forced, {"hrnet": model}, CpuProbe(), calibrate_missing=False) as engine:
         assert engine.describe()["models"][0]["fastpath"]["precision"] == "bf16"
-    conflict = settings.model_copy(update={"backend": "onnxruntime", "compile": "on"})
-    with pytest.raises(BackendUnavailable, match="ML_COMPILE=on"):
-        load_chosen(spec, conflict, CpuProbe(), ProfileBook())
+    for other in ("onnxruntime", "openvino"):
+        conflict = settings.model_copy(update={"backend": other, "compile": "on"})
+        with pytest.raises(BackendUnavailable, match=f"ML_BACKEND={other} conflicts with ML_"):
+            load_chosen(spec, conflict, CpuProbe(), ProfileBook())
 
 
 def test_invalid_precision_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,26 +146,33 @@ def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
     """(Where bf16 cannot run, ``configure`` refuses it: test_where_openvino_cannot_run.)"""
     record = FastPathRecord({"precision": "bf16", "channels_last": False, "compile": "off"})
     recorded = ModelProfile(1, 1, 1, 1, backend="openvino", fastpath=record)
-    assert resolve_openvino_precision("auto", recorded, True) == (
+
+    def yes() -> bool:
+        return True
+
+    def no() -> bool:
+        return False
+
+    assert resolve_openvino_precision("auto", recorded, yes) == (
         "bf16",
         "recorded in batch_sizes.json: bf16",
     )
-    assert resolve_openvino_precision("fp32", recorded, True) == (
+    assert resolve_openvino_precision("fp32", recorded, yes) == (
         "fp32",
         "ML_OPENVINO_PRECISION=fp32",
     )
-    assert resolve_openvino_precision("auto", None, True) == ("fp32", "no recorded choice")
+    assert resolve_openvino_precision("auto", None, yes) == ("fp32", "no recorded choice")
     # a profile recorded on another CPU with the same device key
-    assert resolve_openvino_precision("auto", recorded, False) == (
+    assert resolve_openvino_precision("auto", recorded, no) == (
         "fp32",
         "recorded bf16, but this CPU has no bf16 instructions",
     )
-    assert resolve_openvino_precision("bf16", None, False)[0] == "bf16"  # forced: compile fails
+    assert resolve_openvino_precision("bf16", None, no)[0] == "bf16"  # forced: compile fails
 
 
 @needs_bf16
 def test_engine_runs_the_recorded_precision_and_describes_it(
-    settings: EngineSettings, tmp_path: Path
+    settings: EngineSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = FastPathRecord({"precision": "bf16", "channels_last": False, "compile": "off"})
     book = ProfileBook()
@@ -182,7 +189,16 @@ def test_engine_runs_the_recorded_precision_and_describes_it(
             "profiles_path": tmp_path / "batch_sizes.json",
         }
     )
+    compiled: list[str] = []
+    configure = OpenVinoBackend.configure
+
+    def counting(backend: OpenVinoBackend, precision: str) -> None:
+        compiled.append(precision)
+        configure(backend, precision)
+
+    monkeypatch.setattr(OpenVinoBackend, "configure", counting)
     with Engine.from_settings(s) as engine:
+        assert compiled == ["bf16"]  # compiled once, straight in the recorded precision
         described = engine.describe()["models"][0]
         assert described["backend"] == "openvino"
         assert described["fastpath"]["precision"] == "bf16"
