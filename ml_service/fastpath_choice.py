@@ -170,13 +170,20 @@ def _candidate(
     )
 
 
-def choose(candidates: Sequence[FastPathCandidate]) -> FastPathConfig:
-    """The fastest candidate not rejected; ties go to the earlier one; fp32 if none."""
+def fastest_candidate(candidates: Sequence[FastPathCandidate]) -> FastPathCandidate | None:
+    """The fastest candidate not rejected; ties (within 3%) go to the earlier one."""
     usable = [c for c in candidates if not c.rejected and c.latency_ms > 0]
     if not usable:
-        return FP32
+        return None
     top = max(c.images_per_s for c in usable)
-    best = next(c for c in usable if c.images_per_s >= TIE * top)
+    return next(c for c in usable if c.images_per_s >= TIE * top)
+
+
+def choose(candidates: Sequence[FastPathCandidate]) -> FastPathConfig:
+    """:func:`fastest_candidate` as a configuration; fp32 if none."""
+    best = fastest_candidate(candidates)
+    if best is None:
+        return FP32
     return FastPathConfig(best.precision, best.channels_last, best.compile)
 
 

@@ -102,8 +102,8 @@ def resolve_openvino_precision(
     if profile is None or profile.fastpath is None:
         return "fp32", "no recorded choice"
     precision = str(profile.fastpath.chosen["precision"])
-    if precision == "bf16" and not bf16_here():
-        return "fp32", "recorded bf16, but this CPU has no bf16 instructions"
+    if precision.startswith("bf16") and not bf16_here():
+        return "fp32", f"recorded {precision}, but this CPU has no bf16 instructions"
     return precision, f"recorded in batch_sizes.json: {precision}"
 
 
@@ -163,7 +163,7 @@ def describe(model: LoadedModel) -> dict[str, Any] | None:
     if isinstance(model.backend, OpenVinoBackend):
         return {
             "precision": model.backend.precision,
-            "stem_fp32_layers": model.backend.stem_layers,
+            "fp32_layers": model.backend.fp32_layers,
             "reason": model.fastpath_reason,
         }
     if not isinstance(model.backend, TorchBackend):

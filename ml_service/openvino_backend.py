@@ -6,9 +6,10 @@ batch 1 with masks within the gate, and hrnet/small in fp32 faster at batch 1 (n
 docs/benchmarks.md, "OpenVINO backend". It reads the same ONNX export as
 ONNX Runtime (``ml_service.onnx_export``: cached, checksummed, rebuilt when stale).
 
-- ``precision``: ``fp32``, or ``bf16`` with the stem kept in fp32
-  (``ml_service.openvino_precision``). ``bf16`` on a CPU without bf16 instructions is refused
-  (OpenVINO would quietly run fp32). The profiler measures both and records the faster whose
+- ``precision``: ``fp32``; ``bf16`` with the stem kept in fp32; or ``bf16@4`` (``bf16@4,8``):
+  bf16 only for the layers at 1/4 (and 1/8) of the input's resolution, the rest in fp32
+  (``ml_service.openvino_precision``). bf16 on a CPU without bf16 instructions is refused
+  (OpenVINO would quietly run fp32). The profiler measures these and records the fastest whose
   masks agree with torch fp32 (``ml_service.openvino_choice``); ``ML_OPENVINO_PRECISION``
   forces one.
 - Threads: ``threads`` in all (the thread plan's ONNX figure: cores ÷ batches in flight) per
@@ -32,7 +33,6 @@ import torch
 from ml_service.backends import DeviceOutOfMemory, logits_to_output
 from ml_service.errors import BackendUnavailable
 
-PRECISIONS = ("fp32", "bf16")
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -83,31 +83,38 @@ class OpenVinoBackend:
         self._onnx = model
         self._local = threading.local()
         self.precision = ""
-        self.stem_layers = 0
+        self.fp32_layers = 0  # layers a bf16 precision keeps in fp32
         self.configure(precision)
 
     def configure(self, precision: str) -> None:
-        """Compile for ``precision`` (``fp32``, or ``bf16`` with the stem in fp32)."""
-        if precision not in PRECISIONS:
-            raise BackendUnavailable(
-                f"OpenVINO precision must be one of {PRECISIONS}, got {precision!r}"
-            )
-        if precision == "bf16" and not native_bf16():
-            raise BackendUnavailable("OpenVINO bf16: this CPU has no bf16 instructions")
-        from ml_service.openvino_precision import keep_stem_in_fp32
+        """Compile for ``precision`` (see the module docstring)."""
+        from ml_service.openvino_precision import (
+            keep_in_fp32,
+            keep_stem_in_fp32,
+            layers_outside,
+            parse_precision,
+        )
 
+        try:
+            kind, strides = parse_precision(precision)
+        except ValueError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        if kind == "bf16" and not native_bf16():
+            raise BackendUnavailable("OpenVINO bf16: this CPU has no bf16 instructions")
         core = _core()
         try:
-            model = core.read_model(self._onnx)
-            model.reshape([-1, model.inputs[0].get_partial_shape()[1], *(self.input_size,) * 2])
-            stem = 0
-            if precision == "bf16":
-                model, stem = keep_stem_in_fp32(core, model, self.input_size)
+            model = self.read_model(core)
+            fp32_layers = 0
+            if kind == "bf16" and strides is None:
+                model, fp32_layers = keep_stem_in_fp32(core, model, self.input_size)
+            elif kind == "bf16":
+                names = layers_outside(model, strides or (), self.input_size)
+                model, fp32_layers = keep_in_fp32(core, model, names)
             compiled = core.compile_model(
                 model,
                 "CPU",
                 {
-                    "INFERENCE_PRECISION_HINT": _HINT[precision],
+                    "INFERENCE_PRECISION_HINT": _HINT[kind],
                     "INFERENCE_NUM_THREADS": self.threads * self.streams,
                     "NUM_STREAMS": self.streams,
                 },
@@ -116,12 +123,37 @@ class OpenVinoBackend:
             raise BackendUnavailable(f"OpenVINO cannot load the model: {exc}") from exc
         self._compiled = compiled
         self._local = threading.local()  # requests of the previous compilation are stale
-        self.precision, self.stem_layers = precision, stem
+        self.precision, self.fp32_layers = precision, fp32_layers
+
+    def read_model(self, core: Any) -> Any:
+        """The ONNX export as an OpenVINO model with a dynamic batch axis."""
+        model = core.read_model(self._onnx)
+        model.reshape([-1, model.inputs[0].get_partial_shape()[1], *(self.input_size,) * 2])
+        return model
+
+    def activation_strides(self) -> tuple[int, ...]:
+        """The resolutions the model's layers compute at, as strides (1, 2, 4, ...): what a
+        ``bf16@…`` precision can name."""
+        from ml_service.openvino_precision import activation_strides
+
+        return activation_strides(self.read_model(_core()), self.input_size)
+
+    def runtime_precisions(self) -> dict[str, tuple[str, str]]:
+        """What the plugin compiled: each runtime layer's name → (its type, the precision it
+        runs in), e.g. ``("Convolution", "bf16")``."""
+        found = {}
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            found[op.get_friendly_name()] = (
+                info["layerType"].astype(str),
+                info["runtimePrecision"].astype(str),
+            )
+        return found
 
     @property
     def dtype_name(self) -> str:
         """What ``ModelProfile.dtype`` records for this backend."""
-        return "bfloat16" if self.precision == "bf16" else "float32"
+        return "bfloat16" if self.precision.startswith("bf16") else "float32"
 
     def _request(self) -> Any:
         request = getattr(self._local, "request", None)

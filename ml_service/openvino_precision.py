@@ -1,5 +1,10 @@
-"""OpenVINO in bf16 with the network's stem kept in fp32, as ``ml_service.mixed_precision``
-does for torch.
+"""OpenVINO in bf16 with part of the network kept in fp32: the stem, as
+``ml_service.mixed_precision`` does for torch, or everything outside chosen resolutions.
+
+Precisions (:func:`parse_precision`): ``fp32``; ``bf16``, the stem in fp32 and every other
+layer in bf16; ``bf16@4`` or ``bf16@4,8``, only the layers whose output feature map is 1/4
+(or 1/8) of the input's size in bf16 and every other layer in fp32 (:func:`activation_stride`).
+The profiler searches these per model (``ml_service.openvino_choice``).
 
 OpenVINO's CPU plugin runs a whole model in the precision its ``INFERENCE_PRECISION_HINT`` names;
 a layer stays in fp32 only when its runtime info carries the ``precise`` attribute (C++:
@@ -16,7 +21,13 @@ activation output (dynamic batch) whose height is below ``size / STEM_STRIDE``.
 Measured (2026-11-24, this CPU, lowest mask IoU against torch fp32 on the equivalence images):
 bf16 for every layer hrnet/small 0.983, unet/small 0.977, cbam_resunet/small 0.996; stem in
 fp32 0.987, 0.992, and every layer at 1/4 resolution or finer in fp32 still only 0.989 for
-hrnet. The profiler gates each model on its own measurement (``ml_service.openvino_choice``).
+hrnet. By resolution (2026-12-07, this CPU, hrnet/small, ms per image at batch 8): bf16 only at
+1/4 passes at 0.9921 and is the fastest plan (1.54 ms, stem rule 1.63, fp32 2.15); bf16 at
+1/8, 1/16 and 1/32 together fails at 0.9889 and gains little (2.08 ms). The profiler gates each
+model on its own measurement (``ml_service.openvino_choice``). The plugin honours the attribute
+on every layer type these models have but ``Interpolate``, which it runs in bf16 whatever the
+attribute (OpenVINO 2026.4.1; seen in the compiled runtime model), so resizes always run in bf16
+under a bf16 hint; the masks the gate measures include that.
 """
 
 from __future__ import annotations
@@ -31,11 +42,37 @@ from ml_service.mixed_precision import STEM_STRIDE
 
 PRECISE = {"name": "precise", "version": "0"}
 """The IR form of OpenVINO's ``DisableFP16Compression`` runtime attribute."""
+BF16_AT = "bf16@"
+_NOT_LAYERS = ("Constant", "Parameter", "Result")
 
 
-def _is_coarse_activation(op: Any, size: int) -> bool:
-    if op.get_type_name() == "Constant":
-        return False
+def parse_precision(precision: str) -> tuple[str, tuple[int, ...] | None]:
+    """``fp32`` → ("fp32", None); ``bf16`` → ("bf16", None) (stem rule); ``bf16@4,8`` →
+    ("bf16", (4, 8)). Raises ``ValueError`` naming the valid forms."""
+    if precision in ("fp32", "bf16"):
+        return precision, None
+    if precision.startswith(BF16_AT):
+        parts = precision[len(BF16_AT) :].split(",")
+        if all(p.isdigit() for p in parts):
+            strides = tuple(sorted({int(p) for p in parts}))
+            if all(s > 0 and s & (s - 1) == 0 for s in strides):
+                return "bf16", strides
+    raise ValueError(
+        f"OpenVINO precision must be fp32, bf16 (stem in fp32) or bf16@S[,S...] (bf16 only "
+        f"at 1/S resolution, S a power of two), got {precision!r}"
+    )
+
+
+def precision_at(strides: Iterable[int]) -> str:
+    """The precision that runs bf16 only at ``strides``: ``precision_at([8, 4]) == "bf16@4,8"``."""
+    return BF16_AT + ",".join(str(s) for s in sorted(set(strides)))
+
+
+def activation_stride(op: Any, size: int) -> int | None:
+    """How much smaller than the ``size``-pixel input ``op``'s 4-D activation output is (1, 2,
+    4, ...); None for operations without one (weights, shape arithmetic)."""
+    if op.get_type_name() in _NOT_LAYERS:
+        return None
     for output in op.outputs():
         shape = output.get_partial_shape()
         if (
@@ -43,10 +80,32 @@ def _is_coarse_activation(op: Any, size: int) -> bool:
             and shape.rank.get_length() == 4
             and shape[0].is_dynamic  # the batch axis: an activation, not a weight
             and shape[2].is_static
-            and shape[2].get_length() < size // STEM_STRIDE
+            and shape[2].get_length() > 0
         ):
-            return True
-    return False
+            return max(1, size // shape[2].get_length())
+    return None
+
+
+def activation_strides(model: Any, size: int) -> tuple[int, ...]:
+    """The resolutions ``model``'s layers compute at, as strides (see :func:`activation_stride`)."""
+    found = {activation_stride(op, size) for op in model.get_ordered_ops()}
+    return tuple(sorted(s for s in found if s is not None))
+
+
+def layers_outside(model: Any, strides: Iterable[int], size: int) -> list[str]:
+    """Friendly names of ``model``'s layers that do not compute at one of ``strides``: the ones
+    a ``bf16@…`` precision keeps in fp32."""
+    wanted = set(strides)
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() not in _NOT_LAYERS and activation_stride(op, size) not in wanted
+    ]
+
+
+def _is_coarse_activation(op: Any, size: int) -> bool:
+    stride = activation_stride(op, size)
+    return stride is not None and stride > STEM_STRIDE
 
 
 def stem_layer_names(model: Any, size: int) -> list[str]:
@@ -83,10 +142,14 @@ def mark_precise(ir_xml: bytes, names: Iterable[str]) -> tuple[bytes, int]:
 def keep_stem_in_fp32(core: Any, model: Any, size: int) -> tuple[Any, int]:
     """``model`` with its stem marked precise (see the module docstring), and how many of its
     layers were marked."""
+    return keep_in_fp32(core, model, stem_layer_names(model, size))
+
+
+def keep_in_fp32(core: Any, model: Any, names: Iterable[str]) -> tuple[Any, int]:
+    """``model`` with the layers named in ``names`` marked precise, and how many were marked."""
     import numpy as np
     import openvino as ov
 
-    names = stem_layer_names(model, size)
     with tempfile.TemporaryDirectory(prefix="cellseg-ov-") as tmp:
         xml_path = Path(tmp) / "model.xml"
         ov.save_model(model, xml_path, compress_to_fp16=False)

@@ -13,8 +13,9 @@ budget, and writes the device's entry, keeping other devices'
 entries. The engine calls ``calibrate`` at warm-up for a device that has no entry, and
 ``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
 
-OpenVINO (``ml_service.openvino_choice``): fp32, and bf16 with the stem in fp32 where the CPU has
-bf16 instructions, gated on the same masks and recorded the same way as torch's fast path below.
+OpenVINO (``ml_service.openvino_choice``): fp32, and where the CPU has bf16 instructions bf16
+with the stem in fp32 or bf16 only at some resolutions (``bf16@4``), gated on the same masks and
+recorded the same way as torch's fast path below.
 
 Torch fast path (``ml_service.fastpath``, ``ml_service.fastpath_choice``): before the batch-size
 sweep, every precision valid on the device (fp32, bf16 on the CPU, and fp16 where oneDNN has
@@ -307,12 +308,21 @@ def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings
         profile = book.get(device_key, key)
         if profile is None or profile.fastpath is None:
             continue
-        chosen = FastPathConfig.from_json(profile.fastpath.chosen)
+        chosen = profile.fastpath.chosen
         for c in profile.fastpath.candidates:
-            config = FastPathConfig(c.precision, c.channels_last, c.compile)
+            is_chosen = (c.precision, c.channels_last, c.compile) == (
+                chosen["precision"],
+                chosen["channels_last"],
+                chosen["compile"],
+            )
+            label = (
+                FastPathConfig(c.precision, c.channels_last, c.compile).label
+                if key.endswith(":torch")
+                else c.precision  # openvino: fp32, bf16, bf16@4 (not torch configurations)
+            )
             table.add_row(
                 key,
-                config.label + (" *" if config == chosen else ""),
+                label + (" *" if is_chosen else ""),
                 str(c.batch_size),
                 f"{c.latency_ms:.1f}",
                 f"{c.images_per_s:.1f}",

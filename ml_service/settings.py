@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ml_service.openvino_precision import parse_precision
 from models.registry import MODEL_NAMES
 from models.weights import DEFAULT_WEIGHTS_DIR
 
@@ -20,7 +21,6 @@ DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
 DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
 DEFAULT_COMPILE_CACHE = REPO_ROOT / "var" / "inductor"
 BackendSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
-OpenVinoPrecisionSetting = Literal["auto", "fp32", "bf16"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
 DevicePreprocessSetting = Literal["auto", "on", "off"]
@@ -86,10 +86,10 @@ class EngineSettings(BaseSettings):
         le=256,
         description="ONNX Runtime and OpenVINO threads per batch (default: as for torch)",
     )
-    openvino_precision: OpenVinoPrecisionSetting = Field(
+    openvino_precision: str = Field(
         "auto",
-        description="openvino backend: auto (the profile's choice, else fp32), fp32, or bf16 "
-        "with the stem in fp32",
+        description="openvino backend: auto (the profile's choice, else fp32), fp32, bf16 "
+        "with the stem in fp32, or bf16@S[,S...] (bf16 only at 1/S resolution, e.g. bf16@4)",
     )
     onnx_cache_dir: Path = Field(
         DEFAULT_ONNX_CACHE, description="ONNX exports of the weights (rebuilt when stale)"
@@ -116,6 +116,14 @@ class EngineSettings(BaseSettings):
         if unknown or not value:
             raise ValueError(f"unknown model(s) {unknown}; valid: {', '.join(MODEL_NAMES)}")
         return tuple(dict.fromkeys(value))
+
+    @field_validator("openvino_precision")
+    @classmethod
+    def _openvino_precision(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v != "auto":
+            parse_precision(v)  # its ValueError names the valid forms
+        return v
 
     @field_validator("device")
     @classmethod

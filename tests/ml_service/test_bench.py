@@ -19,13 +19,20 @@ def test_bench_reports_both_comparisons_per_model(tmp_path: Path, onnx_cache_dir
         profiles_path=tmp_path / "batch_sizes.json",
         onnx_cache_dir=onnx_cache_dir,
     )
-    report = run(settings, callers=2, images=4, repeats=2)
+    report = run(settings, callers=2, images=4, repeats=2, eager_max_batch=4)
     (row,) = report["backends"]
     assert row["model"] == "hrnet/small" and row["backend"] == "onnxruntime"
     assert row["eager_ms_per_img"] > 0 and row["chosen_ms_per_img"] > 0
     assert row["speedup"] > 0 and row["engine_ratio"] > 0
     assert row["served_batch"] >= 1 and row["served_speedup"] > 0
     assert row["eager_ms_per_img_served_batch"] > 0 and row["chosen_ms_per_img_served_batch"] > 0
+    # the served baseline is eager fp32 at its best batch size, 1 … 4 and the served one
+    assert row["eager_best_batch"] in {1, 2, 4, row["served_batch"]}
+    best = row["eager_best_ms_per_img"]
+    assert best <= min(row["eager_ms_per_img"], row["eager_ms_per_img_served_batch"])
+    assert row["served_speedup"] == pytest.approx(
+        best / row["chosen_ms_per_img_served_batch"], rel=0.02
+    )
     assert report["block"] == 5
     (batching,) = report["results"]
     assert batching["backend"] == "onnxruntime" and batching["batcher_img_s"] > 0
@@ -55,7 +62,13 @@ def test_bench_fastpath_section_reports_every_stage(tmp_path: Path, onnx_cache_d
 
 @pytest.mark.parametrize(
     "argv",
-    [["--block", "0"], ["--repeats", "-1"], ["--callers", "0"], ["--images", "x"]],
+    [
+        ["--block", "0"],
+        ["--repeats", "-1"],
+        ["--callers", "0"],
+        ["--images", "x"],
+        ["--eager-max-batch", "0"],
+    ],
 )
 def test_bench_refuses_counts_below_one(
     argv: list[str], capsys: pytest.CaptureFixture[str]

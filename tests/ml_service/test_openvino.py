@@ -1,7 +1,8 @@
 """The OpenVINO backend: fp32 gives torch fp32's logits and masks for every model; bf16 keeps the
-stem in fp32 (the IR's ``precise`` attribute, which the plugin honours) and is gated on masks by
-the profiler; precision is resolved from the profile or ``ML_OPENVINO_PRECISION``; concurrent
-callers; clear errors where it cannot run."""
+stem in fp32 (the IR's ``precise`` attribute, which the plugin honours), ``bf16@S`` everything
+but the layers at 1/S; the profiler searches those and gates them on masks; precision is
+resolved from the profile or ``ML_OPENVINO_PRECISION``; concurrent callers; clear errors where
+it cannot run."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from ml_service.mixed_precision import stem_convolutions
 from ml_service.onnx_export import ensure_onnx
 from ml_service.openvino_backend import OpenVinoBackend, native_bf16, openvino_unavailable
 from ml_service.openvino_choice import choose_openvino_precision
-from ml_service.openvino_precision import mark_precise, stem_layer_names
+from ml_service.openvino_precision import (
+    activation_strides,
+    layers_outside,
+    mark_precise,
+    parse_precision,
+    precision_at,
+    stem_layer_names,
+)
 from ml_service.pool import build_module, make_backend
 from ml_service.preprocess import prepare
 from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
@@ -86,7 +94,7 @@ def test_bf16_keeps_the_stem_in_fp32_as_torch_does(settings: EngineSettings) -> 
     assert not any("branches.1" in n or "stage3" in n or "/head" in n for n in names)
     backend.configure("bf16")
     assert backend.precision == "bf16" and backend.dtype_name == "bfloat16"
-    assert backend.stem_layers > 0  # those layers were marked in the IR
+    assert backend.fp32_layers > 0  # those layers were marked in the IR
     x = np.random.default_rng(0).random((2, 1, 256, 256), dtype=np.float32)
     with torch.inference_mode():
         expected = torch.sigmoid(module(torch.from_numpy(x)))[:, 0].numpy()
@@ -130,9 +138,17 @@ def test_mark_precise_adds_the_attribute_once_to_the_named_layers() -> None:
 def test_profiler_choice_gates_bf16_on_the_masks(settings: EngineSettings) -> None:
     spec, module, backend = openvino_backend(settings, "unet")
     chosen, record = choose_openvino_precision(module, spec, backend, batch_size=1, repeats=2)
-    assert [c.precision for c in record.candidates] == (
-        ["fp32", "bf16"] if native_bf16() else ["fp32"]
-    )
+    precisions = [c.precision for c in record.candidates]
+    if not native_bf16():
+        assert precisions == ["fp32"]
+    else:
+        strides = backend.activation_strides()
+        singles = [precision_at([s]) for s in strides]
+        assert precisions[: 2 + len(singles)] == ["fp32", "bf16", *singles]
+        passed = {c.precision for c in record.candidates if not c.rejected}
+        for union in precisions[2 + len(singles) :]:  # greedy unions of passing singles
+            parts = parse_precision(union)[1] or ()
+            assert len(parts) >= 2 and all(precision_at([p]) in passed for p in parts)
     for c in record.candidates:
         assert c.latency_ms > 0 and 0 < c.mask_iou <= 1
         assert bool(c.rejected) == (c.mask_iou < MIN_MASK_IOU)
@@ -140,6 +156,58 @@ def test_profiler_choice_gates_bf16_on_the_masks(settings: EngineSettings) -> No
     assert fp32.mask_iou >= 0.999 and not fp32.rejected  # fp32: a few boundary pixels at most
     assert record.chosen["precision"] == chosen == backend.precision  # left compiled as chosen
     assert not next(c for c in record.candidates if c.precision == chosen).rejected
+
+
+def test_precision_names_parse_and_refuse_what_they_cannot_mean() -> None:
+    assert parse_precision("fp32") == ("fp32", None)
+    assert parse_precision("bf16") == ("bf16", None)
+    assert parse_precision("bf16@4") == ("bf16", (4,))
+    assert parse_precision("bf16@8,4,8") == ("bf16", (4, 8))
+    assert precision_at([8, 4, 8]) == "bf16@4,8"
+    assert parse_precision(precision_at([1, 32])) == ("bf16", (1, 32))
+    for bad in ("fp16", "int8", "bf16@", "bf16@3", "bf16@0", "bf16@4,", "bf16@x", "BF16"):
+        with pytest.raises(ValueError, match="bf16@S"):
+            parse_precision(bad)
+
+
+@needs_bf16
+def test_bf16_at_a_resolution_keeps_every_other_layer_in_fp32(settings: EngineSettings) -> None:
+    spec, module, backend = openvino_backend(settings, "hrnet")
+    import openvino as ov
+
+    model = backend.read_model(ov.Core())
+    strides = activation_strides(model, 256)
+    assert strides == backend.activation_strides() == (1, 2, 4, 8, 16, 32)  # input to 1/32
+    outside = layers_outside(model, [4], 256)
+    convolutions = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    at_4 = module_names([op.get_friendly_name() for op in convolutions]) - module_names(outside)
+
+    def high_resolution(name: str) -> bool:  # hrnet's convolutions at 1/4 of the input
+        parts = ("backbone.conv2", "backbone.layer1.", "branches.0.", "transition1.0.", "head.")
+        return any(p in name for p in parts)
+
+    assert at_4 and all(high_resolution(n) for n in at_4)
+    assert not any(high_resolution(n) for n in module_names(outside))
+    backend.configure("bf16@4")
+    assert backend.precision == "bf16@4" and backend.dtype_name == "bfloat16"
+    assert backend.fp32_layers == len(outside)  # every named layer was marked in the IR
+    # the compiled model runs exactly the convolutions at 1/4 in bf16, the others in fp32
+    ran = backend.runtime_precisions()
+    in_bf16 = {n for n, (kind, p) in ran.items() if kind == "Convolution" and p == "bf16"}
+    assert module_names(sorted(in_bf16)) == at_4
+    assert len(in_bf16) < sum(kind == "Convolution" for kind, _ in ran.values())
+    x = np.random.default_rng(0).random((2, 1, 256, 256), dtype=np.float32)
+    with torch.inference_mode():
+        expected = torch.sigmoid(module(torch.from_numpy(x)))[:, 0].numpy()
+    error = np.abs(backend.run(x) - expected).max()
+    assert 1e-5 < error < 0.1  # really bf16, and still the same network
+    # a resolution the model does not have: every layer marked, and the plugin honours it for
+    # all but Interpolate, which it runs in bf16 whatever the attribute (OpenVINO 2026.4.1)
+    backend.configure("bf16@1024")
+    ran = backend.runtime_precisions()
+    in_bf16 = {kind for kind, p in ran.values() if p == "bf16"}
+    assert in_bf16 - {"Reorder"} <= {"Interpolate"}  # and the conversions around it
+    assert np.abs(backend.run(x) - expected).max() < error
 
 
 def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
@@ -168,6 +236,14 @@ def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
         "recorded bf16, but this CPU has no bf16 instructions",
     )
     assert resolve_openvino_precision("bf16", None, no)[0] == "bf16"  # forced: compile fails
+    by_resolution = ModelProfile(
+        1, 1, 1, 1, backend="openvino", fastpath=FastPathRecord({"precision": "bf16@4"})
+    )
+    assert resolve_openvino_precision("auto", by_resolution, yes)[0] == "bf16@4"
+    assert resolve_openvino_precision("auto", by_resolution, no) == (
+        "fp32",
+        "recorded bf16@4, but this CPU has no bf16 instructions",
+    )
 
 
 @needs_bf16
@@ -202,7 +278,7 @@ def test_engine_runs_the_recorded_precision_and_describes_it(
         described = engine.describe()["models"][0]
         assert described["backend"] == "openvino"
         assert described["fastpath"]["precision"] == "bf16"
-        assert described["fastpath"]["stem_fp32_layers"] > 0
+        assert described["fastpath"]["fp32_layers"] > 0
         assert described["fastpath"]["reason"] == "recorded in batch_sizes.json: bf16"
         result = engine.segment(np.zeros((64, 64), np.uint8), "unet")
         assert result.labels.shape == (64, 64)
@@ -229,8 +305,9 @@ def test_where_openvino_cannot_run_the_errors_say_why(
     with pytest.raises(BackendUnavailable, match="ML_BACKEND=openvino but OpenVINO runs on the"):
         make_backend("openvino", spec, module, weights, settings, cuda)
     _, _, backend = openvino_backend(settings, "hrnet")
-    with pytest.raises(BackendUnavailable, match="precision must be one of"):
-        backend.configure("fp16")
+    for bad in ("fp16", "bf16@3"):
+        with pytest.raises(BackendUnavailable, match="OpenVINO precision must be fp32, bf16"):
+            backend.configure(bad)
     monkeypatch.setattr(ov_module, "native_bf16", lambda: False)  # a CPU without bf16
     with pytest.raises(BackendUnavailable, match="this CPU has no bf16 instructions"):
         backend.configure("bf16")
@@ -252,10 +329,43 @@ def test_allocation_failures_are_device_oom_for_the_batcher(settings: EngineSett
 
 
 def test_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ML_OPENVINO_PRECISION", "int8")
-    with pytest.raises(SettingsError, match="ML_OPENVINO_PRECISION"):
-        load_settings()
+    for bad in ("int8", "bf16@3", "bf16@"):
+        monkeypatch.setenv("ML_OPENVINO_PRECISION", bad)
+        with pytest.raises(SettingsError, match="ML_OPENVINO_PRECISION.*bf16@S"):
+            load_settings()
+    monkeypatch.setenv("ML_OPENVINO_PRECISION", " BF16@8,4 ")
+    assert load_settings().openvino_precision == "bf16@8,4"  # parsed again where compiled
     monkeypatch.setenv("ML_OPENVINO_PRECISION", "bf16")
     monkeypatch.setenv("ML_BACKEND", "openvino")
     loaded = load_settings()
     assert loaded.backend == "openvino" and loaded.openvino_precision == "bf16"
+
+
+@needs_bf16
+def test_the_profiler_records_and_prints_a_precision_by_resolution(
+    tmp_path: Path,
+    onnx_cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m ml_service.profile`` on OpenVINO end to end: whatever it chooses (hrnet/small
+    here: ``bf16@4``, see docs/benchmarks.md) is recorded, read back and printed."""
+    from ml_service import profile
+
+    path = tmp_path / "batch_sizes.json"
+    for name, value in (
+        ("ML_DEVICE", "cpu"),
+        ("ML_PROFILES_PATH", str(path)),
+        ("ML_ONNX_CACHE_DIR", str(onnx_cache_dir)),
+    ):
+        monkeypatch.setenv(name, value)
+    argv = ["--models", "hrnet", "--backends", "openvino", "--max-batch", "1", "--repeats", "1"]
+    profile.main([*argv, "--no-pipeline"])
+    recorded = ProfileBook.load(path).get(CpuProbe().key, "hrnet/small:openvino")
+    assert recorded is not None and recorded.fastpath is not None
+    chosen = recorded.fastpath.chosen["precision"]
+    assert chosen in {c.precision for c in recorded.fastpath.candidates}
+    assert recorded.dtype == ("float32" if chosen == "fp32" else "bfloat16")
+    assert "bf16@4" in {c.precision for c in recorded.fastpath.candidates}
+    printed = capsys.readouterr().out
+    assert f"{chosen} *" in printed and "bf16@4" in printed
