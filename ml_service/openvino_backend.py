@@ -3,7 +3,9 @@
 Why a third backend: on this project's 2-core CPU (AMD EPYC with AVX512-BF16) OpenVINO's CPU
 plugin in bf16 ran cbam_resunet/small and unet/small 1.3–1.5× faster than compiled PyTorch at
 batch 1 with masks within the gate, and hrnet/small in fp32 faster at batch 1 (not at batch 8);
-docs/benchmarks.md, "OpenVINO backend". It reads the same ONNX export as
+docs/benchmarks.md, "OpenVINO backend". With bf16 only at 1/4 (``bf16@4``) hrnet/small is
+faster than compiled PyTorch at every batch size too ("OpenVINO: bf16 by resolution"), so on
+this CPU every model runs here. It reads the same ONNX export as
 ONNX Runtime (``ml_service.onnx_export``: cached, checksummed, rebuilt when stale).
 
 - ``precision``: ``fp32``; ``bf16`` with the stem kept in fp32; or ``bf16@4`` (``bf16@4,8``):
