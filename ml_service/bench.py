@@ -63,7 +63,7 @@ from ml_service.cli_args import positive_int
 from ml_service.device import make_probe
 from ml_service.engine import Engine, SegmentationParams
 from ml_service.fastpath import FP32, allow_many_compiled_copies
-from ml_service.measure import DEFAULT_BLOCK, median_latencies_s
+from ml_service.measure import DEFAULT_BLOCK, batch_sizes_up_to, median_latencies_s
 from ml_service.pipeline_rate import sample_pngs
 from ml_service.pool import LoadedModel, ModelPool
 from ml_service.profiles import ProfileBook
@@ -157,7 +157,7 @@ def backend_latencies(
     chosen = engine.pool.get(name)
     served = engine.sizer.ceiling(name)
     chosen_sizes = sorted({1, served})
-    eager_sizes = sorted({*chosen_sizes, *_powers_of_two(eager_max_batch)})
+    eager_sizes = sorted({*chosen_sizes, *batch_sizes_up_to(eager_max_batch)})
     runs: dict[str, functools.partial[np.ndarray]] = {}
     for n in eager_sizes:
         x = np.stack(_inputs(chosen, n, seed=1))
@@ -183,10 +183,6 @@ def backend_latencies(
         "eager_best_ms_per_img": round(eager_best, 2),
         "served_speedup": round(eager_best / per_img[f"chosen@{served}"], 2),
     }
-
-
-def _powers_of_two(limit: int) -> list[int]:
-    return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
 
 
 def bench_backends(

@@ -128,6 +128,13 @@ def measure_peak(
 
 
 DEFAULT_BLOCK = 5
+
+
+def batch_sizes_up_to(limit: int) -> list[int]:
+    """The batch sizes a sweep measures: 1, 2, 4, ... up to ``limit``."""
+    return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
+
+
 """Calls of one backend timed in a row per round (the bench's ``--block``, the profiler's
 batch-size sweep): a worker runs one model on one backend call after call, and several
 libraries' thread pools on a few cores slow whichever runs right after another (2026-11-24,

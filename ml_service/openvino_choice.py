@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -97,11 +97,23 @@ def _add_unions(found: _Candidates, x: np.ndarray, repeats: int) -> None:
         return
     quick = found.latencies_s(["fp32", *singles], x, max(1, repeats // 3))
     faster = sorted((p for p in singles if quick[p] < quick["fp32"]), key=quick.__getitem__)
+    grow_union(faster, found.add)
+
+
+def grow_union(singles: Sequence[str], passes: Callable[[str], bool]) -> list[str]:
+    """Unions of single-resolution precisions (``bf16@S``, in the order given: fastest first),
+    each single added to the union so far and kept only while ``passes`` accepts the result;
+    returns the unions tried, in order."""
     strides: list[int] = []
-    for single in faster:
+    tried = []
+    for single in singles:
         trial = [*strides, *(parse_precision(single)[1] or ())]
-        if not strides or found.add(precision_at(trial)):
-            strides = trial
+        if strides:
+            tried.append(precision_at(trial))
+            if not passes(tried[-1]):
+                continue
+        strides = trial
+    return tried
 
 
 def choose_openvino_precision(

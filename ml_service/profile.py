@@ -46,7 +46,12 @@ from ml_service.cli_args import positive_int
 from ml_service.device import MB, DeviceProbe, make_probe
 from ml_service.fastpath import FP32, FastPathConfig, allow_many_compiled_copies, candidates
 from ml_service.fastpath_choice import choose_fastpath
-from ml_service.measure import DEFAULT_BLOCK, measure_peak, median_latencies_s
+from ml_service.measure import (
+    DEFAULT_BLOCK,
+    batch_sizes_up_to,
+    measure_peak,
+    median_latencies_s,
+)
 from ml_service.openvino_backend import OpenVinoBackend
 from ml_service.openvino_choice import choose_openvino_precision
 from ml_service.pool import LoadedModel, backend_unavailable, build_module, make_backend
@@ -380,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = thread_plan(settings, probe.kind)
     apply_torch_threads(threads)
     backends = _backends_here(args.backends.split(","), probe)
-    sizes = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= args.max_batch]
+    sizes = batch_sizes_up_to(args.max_batch)
     book = ProfileBook.load(settings.profiles_path)
     if args.pipeline_only:
         _record_pipeline(book, settings, probe.key)

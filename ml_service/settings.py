@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ml_service.openvino_precision import parse_precision
+from ml_service.openvino_precision import parse_precision, precision_at
 from models.registry import MODEL_NAMES
 from models.weights import DEFAULT_WEIGHTS_DIR
 
@@ -121,9 +121,10 @@ class EngineSettings(BaseSettings):
     @classmethod
     def _openvino_precision(cls, value: str) -> str:
         v = value.strip().lower()
-        if v != "auto":
-            parse_precision(v)  # its ValueError names the valid forms
-        return v
+        if v == "auto":
+            return v
+        _, strides = parse_precision(v)  # its ValueError names the valid forms
+        return v if strides is None else precision_at(strides)  # as the profiler writes it
 
     @field_validator("device")
     @classmethod

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from ml_service.measure import measure_cpu_peak, median_latencies_s
+from ml_service.measure import batch_sizes_up_to, measure_cpu_peak, median_latencies_s
 
 
 def test_latencies_interleave_runs_and_time_blocks_of_calls() -> None:
@@ -34,3 +34,10 @@ def test_cpu_peak_sees_a_large_temporary_allocation() -> None:
 
     peak = measure_cpu_peak(allocate)
     assert peak.peak_bytes >= 60 * 2**20 and peak.method.startswith("cpu-")
+
+
+def test_sweeps_measure_powers_of_two_up_to_the_limit() -> None:
+    assert batch_sizes_up_to(8) == [1, 2, 4, 8]
+    assert batch_sizes_up_to(6) == [1, 2, 4]
+    assert batch_sizes_up_to(1) == [1]
+    assert batch_sizes_up_to(256)[-1] == 256  # no cap: the profiler once stopped at 128

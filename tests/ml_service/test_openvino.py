@@ -22,7 +22,7 @@ from ml_service.fastpath_setup import resolve_openvino_precision
 from ml_service.mixed_precision import stem_convolutions
 from ml_service.onnx_export import ensure_onnx
 from ml_service.openvino_backend import OpenVinoBackend, native_bf16, openvino_unavailable
-from ml_service.openvino_choice import choose_openvino_precision
+from ml_service.openvino_choice import choose_openvino_precision, grow_union
 from ml_service.openvino_precision import (
     activation_strides,
     layers_outside,
@@ -156,6 +156,14 @@ def test_profiler_choice_gates_bf16_on_the_masks(settings: EngineSettings) -> No
     assert fp32.mask_iou >= 0.999 and not fp32.rejected  # fp32: a few boundary pixels at most
     assert record.chosen["precision"] == chosen == backend.precision  # left compiled as chosen
     assert not next(c for c in record.candidates if c.precision == chosen).rejected
+
+
+def test_unions_grow_from_the_fastest_single_and_skip_what_fails_the_masks() -> None:
+    failing = {"bf16@1,4"}  # 1/4 with 1/1 moves the masks; each alone, and with 1/8, does not
+    tried = grow_union(["bf16@4", "bf16@1", "bf16@8", "bf16@16"], lambda p: p not in failing)
+    assert tried == ["bf16@1,4", "bf16@4,8", "bf16@4,8,16"]  # 1/1 left out once it failed
+    assert grow_union(["bf16@4"], lambda p: True) == []  # one single: nothing to join
+    assert grow_union(["bf16@8", "bf16@4"], lambda p: False) == ["bf16@4,8"]
 
 
 def test_precision_names_parse_and_refuse_what_they_cannot_mean() -> None:
@@ -333,8 +341,8 @@ def test_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("ML_OPENVINO_PRECISION", bad)
         with pytest.raises(SettingsError, match="ML_OPENVINO_PRECISION.*bf16@S"):
             load_settings()
-    monkeypatch.setenv("ML_OPENVINO_PRECISION", " BF16@8,4 ")
-    assert load_settings().openvino_precision == "bf16@8,4"  # parsed again where compiled
+    monkeypatch.setenv("ML_OPENVINO_PRECISION", " BF16@8,4,8 ")
+    assert load_settings().openvino_precision == "bf16@4,8"  # as the profiler writes it
     monkeypatch.setenv("ML_OPENVINO_PRECISION", "bf16")
     monkeypatch.setenv("ML_BACKEND", "openvino")
     loaded = load_settings()
