@@ -22,19 +22,19 @@ run: install
 	$(PY) -m scripts.run_local
 
 demo: install
-	$(PY) -m ml_service.demo $(ARGS)
+	$(PY) -m ml_service.tools.demo $(ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service backend workers loadtest cellseg_client scripts && $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service contracts backend workers loadtest cellseg_client scripts && $(VENV)/bin/lint-imports
 
 profile: install
-	$(PY) -m ml_service.profile $(ARGS)
+	$(PY) -m ml_service.tools.profile $(ARGS)
 
 bench: install
-	$(PY) -m ml_service.bench $(ARGS)
+	$(PY) -m ml_service.tools.bench $(ARGS)
 
 train: install
 	for m in hrnet cbam_resunet unet; do $(PY) -m ml_service.train --model $$m $(ARGS) || exit 1; done

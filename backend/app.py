@@ -22,13 +22,13 @@ from fastapi import FastAPI
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from backend.db.migrate import apply_migrations
-from backend.db.pool import ProbeConnection, close_pool, create_pool, describe_dsn
 from backend.errors import install_error_handlers, unavailable_dependency
 from backend.routes import health, jobs, models, results, segment, users, web, workers
-from backend.settings import Settings, get_settings
-from backend.storage import open_store
 from backend.uploads import sweep_stale_temps
+from contracts.db.migrate import apply_migrations
+from contracts.db.pool import ProbeConnection, close_pool, create_pool, describe_dsn
+from contracts.settings import Settings, get_settings
+from contracts.storage import open_store
 
 log = logging.getLogger(__name__)
 

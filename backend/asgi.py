@@ -18,15 +18,15 @@ from uuid import UUID
 import socketio
 from fastapi import FastAPI
 
-from backend import events
 from backend.app import create_app
-from backend.db import work
 from backend.dispatcher import Dispatcher, make_sender
-from backend.jobs_state import counts_payload, job_status
 from backend.realtime import ConnectionCount, create_sio
 from backend.retention import RetentionLoop
 from backend.routes import metrics
-from backend.settings import Settings, get_settings
+from contracts import events
+from contracts.db import work
+from contracts.jobs_state import counts_payload, job_status
+from contracts.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

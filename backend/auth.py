@@ -16,8 +16,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend.db import repo
 from backend.errors import Unauthorized
+from contracts.db import repo
 
 API_KEY_PREFIX = "csk_"
 

@@ -12,9 +12,9 @@ import asyncpg
 import uvicorn
 
 from backend.auth import hash_api_key, new_api_key
-from backend.db import repo
-from backend.db.migrate import apply_migrations, migrate
-from backend.settings import Settings, SettingsError, get_settings
+from contracts.db import repo
+from contracts.db.migrate import apply_migrations, migrate
+from contracts.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("backend")
 

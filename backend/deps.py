@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from backend.auth import User, current_user, require_admin
-from backend.settings import Settings
-from backend.storage import BlobStore
+from contracts.settings import Settings
+from contracts.storage import BlobStore
 
 
 def _settings(request: Request) -> Settings:

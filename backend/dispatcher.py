@@ -3,7 +3,7 @@
 Every gateway replica runs one; the one that holds a PostgreSQL advisory lock (on a dedicated
 connection) is the leader, the others try to take it every few ticks, so when the leader's
 process dies (its connection closes and PostgreSQL frees the lock) another replica leads within
-about a second. Each tick it reads the workers' heartbeats (:mod:`backend.heartbeats`) and
+about a second. Each tick it reads the workers' heartbeats (:mod:`contracts.heartbeats`) and
 computes free capacity per device queue (``DISPATCH_IN_FLIGHT_PER_QUEUE`` per worker taking work
 there, minus images dispatched or processing there; a queue with no such worker, e.g. its only
 worker drains after SIGTERM, gets nothing), picks that many queued images by deficit round
@@ -25,15 +25,15 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from backend.db import work
 from backend.fairness import drr_pick
-from backend.heartbeats import WorkerHeartbeat, live_workers, serving_queues
-from backend.settings import Settings
+from contracts.db import work
+from contracts.heartbeats import WorkerHeartbeat, live_workers, serving_queues
+from contracts.requests import TASK_SEGMENT
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LEADER_LOCK = 0x43534450  # "CSDP"
-TASK_SEGMENT = "workers.tasks.segment_image"  # the workers' task name (a string contract)
 WORKERS_REFRESH_S = 0.5
 
 
@@ -137,7 +137,7 @@ class Dispatcher:
         draining worker's at once, so half a second of staleness is the most it costs)."""
         now = asyncio.get_running_loop().time()
         if self._workers is None or now - self._workers[0] >= WORKERS_REFRESH_S:
-            self._workers = (now, await live_workers(self.redis))
+            self._workers = (now, await live_workers(self.redis, queues=self.settings.queues))
         return self._workers[1]
 
     async def _sleep(self, seconds: float) -> None:

@@ -15,10 +15,10 @@ from uuid import UUID
 import asyncpg
 import socketio
 
-from backend import events
 from backend.auth import hash_api_key
-from backend.db import repo
-from backend.settings import Settings
+from contracts import events
+from contracts.db import repo
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 

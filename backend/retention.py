@@ -7,7 +7,7 @@ A job is expired when every image is terminal (done, failed or cancelled) and it
 1. one transaction deletes the jobs (images and results by cascade) and queues their upload
    and mask keys in ``blob_deletions``;
 2. :func:`delete_queued_blobs` then takes the queued keys in chunks, each chunk in a transaction
-   holding the blobs' advisory locks (:func:`backend.db.repo.lock_blobs`, as uploads and
+   holding the blobs' advisory locks (:func:`contracts.db.repo.lock_blobs`, as uploads and
    workers do when they store one), deletes the objects no remaining row refers to (an upload
    or a mask may be shared by several jobs: content addressed) and forgets the keys.
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from backend.db import repo, work
-from backend.settings import Settings
-from backend.storage import BlobStore, StorageError
+from contracts.db import repo, work
+from contracts.settings import Settings
+from contracts.storage import BlobStore, StorageError
 
 log = logging.getLogger(__name__)
 

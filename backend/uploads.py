@@ -7,7 +7,7 @@ Life of an upload (:class:`UploadBatch`):
    (413 ``upload_too_large`` as soon as the request's files exceed ``MAX_UPLOAD_MB``);
 2. :meth:`~UploadBatch.end` fsyncs it and checks its header (:mod:`backend.imagecheck`);
 3. :meth:`~UploadBatch.commit` runs the caller's row inserts in a transaction that also holds an
-   advisory lock per blob, puts every temp into the blob store (:mod:`backend.storage`,
+   advisory lock per blob, puts every temp into the blob store (:mod:`contracts.storage`,
    ``STORAGE_URL``; key ``<sha256>``, skipped when the store has it already: content
    addressed), then commits and removes the temps. A blob is thus stored before any committed
    row references it; a store that refuses the write answers 503 ``storage_unavailable`` and
@@ -42,10 +42,10 @@ from typing import BinaryIO, TypeVar
 import asyncpg
 from starlette.concurrency import run_in_threadpool
 
-from backend.db import repo
 from backend.errors import PayloadTooLarge, ServiceUnavailable
 from backend.imagecheck import ImageHeader, check_image
-from backend.storage import BlobStore, FileStore, StorageError, upload_key
+from contracts.db import repo
+from contracts.storage import BlobStore, FileStore, StorageError, upload_key
 
 log = logging.getLogger(__name__)
 

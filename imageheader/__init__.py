@@ -1,7 +1,8 @@
 """Image headers of PNG, JPEG and TIFF files, read without decoding a pixel.
 
 Shared by the gateway (``backend/imagecheck.py``, over an mmap of an upload) and the engine
-(``ml_service/imageio.py``, over the bytes it decodes), so both accept and refuse the same files.
+(``ml_service/imaging/imageio.py``, over the bytes it decodes), so both accept and refuse the same
+files.
 Pure Python plus numpy and tifffile: it imports nothing of the project and no heavy library
 (import-linter checks this), so the gateway may use it without pulling in torch.
 

@@ -32,7 +32,7 @@ IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg"}
 
 
 def synthetic_images(n: int, size: int, folder: Path, seed: int = 0) -> list[Path]:
-    from ml_service.synthetic import generate_sample
+    from ml_service.training.synthetic import generate_sample
 
     rng = np.random.default_rng(seed)
     paths = []

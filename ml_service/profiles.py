@@ -20,7 +20,8 @@ The fitted line predicts a batch's peak memory above resident weights:
 ``peak_mb(n) = intercept_mb + slope_mb × n``.
 
 ``fastpath`` (optional; torch profiles written by the profiler since #11) records the fast-path
-configuration the profiler chose (``ml_service.fastpath``) and every candidate it measured; the
+configuration the profiler chose (``ml_service.runtimes.fastpath``) and every candidate it
+measured; the
 points and the line are those of the chosen configuration, and ``dtype`` names its precision.
 Files without it load as before (the engine then runs fp32), and engines that predate it ignore
 it, so the schema version stays 1.
@@ -117,9 +118,10 @@ class ModelProfile:
     memory_method: str = ""
     measured_at: str = ""
     source: str = "measured"  # measured | calibrated | default
-    fastpath: FastPathRecord | None = None  # torch only: the fast-path choice (ml_service.fastpath)
+    # torch only: the fast-path choice (ml_service.runtimes.fastpath)
+    fastpath: FastPathRecord | None = None
     # whole per-image path through the engine (decode → model → postprocess → the worker's result
-    # formats) with concurrent callers, on this device's cores (ml_service.pipeline_rate)
+    # formats) with concurrent callers, on this device's cores (ml_service.tools.pipeline_rate)
     pipeline_images_per_s: float | None = None
     # end to end through the service ÷ the whole path above (scripts/efficiency.py --record)
     service_efficiency: float | None = None

@@ -1,5 +1,5 @@
 """What the engine returns: the user's segmentation parameters and one image's result (labels,
-objects with polygons and metrics, timings) with its encodings. ``ml_service.engine``
+objects with polygons and metrics, timings) with its encodings. ``ml_service.serving.engine``
 re-exports both, so callers import them from there."""
 
 from __future__ import annotations
@@ -10,8 +10,16 @@ from typing import Any
 import numpy as np
 
 from ml_service.errors import InvalidParameters
-from ml_service.formats import label_mask_png, objects_to_coco, objects_to_geojson, objects_to_json
-from ml_service.postprocess import SegmentedObject
+from ml_service.imaging.formats import (
+    label_mask_png,
+    objects_to_coco,
+    objects_to_geojson,
+    objects_to_json,
+)
+from ml_service.imaging.postprocess import SegmentedObject
+
+THRESHOLD_RANGE = (0.05, 0.95)
+MAX_MIN_AREA = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -22,10 +30,13 @@ class SegmentationParams:
     min_area: int = 50
 
     def validate(self) -> SegmentationParams:
-        if not 0.05 <= self.threshold <= 0.95:
-            raise InvalidParameters(f"threshold must be within 0.05–0.95, got {self.threshold}")
-        if not 0 <= self.min_area <= 10_000_000:
-            raise InvalidParameters(f"min_area must be within 0–10000000, got {self.min_area}")
+        low, high = THRESHOLD_RANGE
+        if not low <= self.threshold <= high:
+            raise InvalidParameters(f"threshold must be within {low}–{high}, got {self.threshold}")
+        if not 0 <= self.min_area <= MAX_MIN_AREA:
+            raise InvalidParameters(
+                f"min_area must be within 0–{MAX_MIN_AREA}, got {self.min_area}"
+            )
         return self
 
 

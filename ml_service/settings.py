@@ -5,6 +5,7 @@ Invalid values stop start-up with pydantic's message, which names the variable.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,7 +13,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ml_service.openvino_precision import parse_precision, precision_at
 from models.registry import MODEL_NAMES
 from models.weights import DEFAULT_WEIGHTS_DIR
 
@@ -24,6 +24,32 @@ BackendSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
 DevicePreprocessSetting = Literal["auto", "on", "off"]
+
+
+
+BF16_AT = "bf16@"
+
+
+def parse_precision(precision: str) -> tuple[str, tuple[int, ...] | None]:
+    """``fp32`` → ("fp32", None); ``bf16`` → ("bf16", None) (stem rule); ``bf16@4,8`` →
+    ("bf16", (4, 8)). Raises ``ValueError`` naming the valid forms."""
+    if precision in ("fp32", "bf16"):
+        return precision, None
+    if precision.startswith(BF16_AT):
+        parts = precision[len(BF16_AT) :].split(",")
+        if all(p.isdigit() for p in parts):
+            strides = tuple(sorted({int(p) for p in parts}))
+            if all(s > 0 and s & (s - 1) == 0 for s in strides):
+                return "bf16", strides
+    raise ValueError(
+        f"OpenVINO precision must be fp32, bf16 (stem in fp32) or bf16@S[,S...] (bf16 only "
+        f"at 1/S resolution, S a power of two), got {precision!r}"
+    )
+
+
+def precision_at(strides: Iterable[int]) -> str:
+    """The precision that runs bf16 only at ``strides``: ``precision_at([8, 4]) == "bf16@4,8"``."""
+    return BF16_AT + ",".join(str(s) for s in sorted(set(strides)))
 
 
 class EngineSettings(BaseSettings):

@@ -4,8 +4,9 @@
         [--model hrnet] [--users 8] [--images-per-user 20] [--json out.json] [--record]
 
 In one run: (1) the engine in this process, 8 concurrent callers: raw batched inference on
-preprocessed inputs (``ml_service.bench``'s batcher figure) and the whole engine path (PNG bytes →
-result and the worker's result formats: ``ml_service.pipeline_rate``, as the profiler records
+preprocessed inputs (``ml_service.tools.bench``'s batcher figure) and the whole engine path (PNG
+bytes →
+result and the worker's result formats: ``ml_service.tools.pipeline_rate``, as the profiler records
 it); (2) the load tester's end-to-end
 throughput through the running service (REST upload → worker → result → Socket.IO event) at
 ``--users`` users. Prints end-to-end / engine for both engine figures, and where the CPU went
@@ -33,11 +34,11 @@ from loadtest.__main__ import synthetic_images
 from loadtest.cpu_accounting import account, snapshot
 from loadtest.report import summarize
 from loadtest.runner import Workload, run_workload
-from ml_service.bench import bench_model
-from ml_service.cli_args import positive_int
-from ml_service.engine import Engine
-from ml_service.pipeline_rate import measure_pipeline_on, record_service_efficiency
+from ml_service.serving.engine import Engine
 from ml_service.settings import load_settings
+from ml_service.tools.bench import bench_model
+from ml_service.tools.cli_args import positive_int
+from ml_service.tools.pipeline_rate import measure_pipeline_on, record_service_efficiency
 
 
 def cpu_report(alone: dict[str, Any], shared: dict[str, Any], full: float) -> dict[str, Any]:

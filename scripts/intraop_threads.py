@@ -27,10 +27,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.cli_args import positive_int
-from ml_service.pool import build_module
+from ml_service.serving.pool import build_module
+from ml_service.serving.threads import available_cores
 from ml_service.settings import load_settings
-from ml_service.threads import available_cores
+from ml_service.tools.cli_args import positive_int
 from models.registry import get_spec
 
 CASES = {  # name: (called from a worker thread, intra-op threads; 0 = the cores given)

@@ -20,8 +20,8 @@ import asyncpg
 import cv2
 import httpx
 
-from ml_service.demo import sample_png
-from tests.services import ensure_postgres, ensure_redis
+from ml_service.tools.demo import sample_png
+from scripts.local_services import ensure_postgres, ensure_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("run")

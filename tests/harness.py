@@ -20,11 +20,16 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.services import ensure_postgres, ensure_redis
+from scripts.local_services import ensure_postgres, ensure_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "test-admin-" + secrets.token_hex(8)
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_ADMIN = os.environ.get(
+    "CELLSEG_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# A Redis database of the suite's own (a `make run` service uses 0) and queue names of each
+# session's own: the service under test and one running on the same machine never meet.
+SERVICE_REDIS_URL = os.environ.get("CELLSEG_TEST_SERVICE_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 def free_port() -> int:
@@ -163,8 +168,8 @@ def running_service(
     queue = f"e2e{tag}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{dbname}",
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}",
+        "REDIS_URL": SERVICE_REDIS_URL,
         "UPLOAD_DIR": str(tmp / "uploads"),
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": "1",

@@ -31,6 +31,7 @@ def test_mypy_is_clean() -> None:
         "imageheader",
         "models",
         "ml_service",
+        "contracts",
         "backend",
         "workers",
         "scripts",
@@ -38,3 +39,16 @@ def test_mypy_is_clean() -> None:
         "cellseg_client",
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_worker_importing_the_engine_loads_no_tool_training_or_cli_module() -> None:
+    """What ``workers.runtime`` imports to serve (the engine) stays on the request path."""
+    code = (
+        "import sys, ml_service.serving.engine, workers.tasks\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('ml_service.tools', "
+        "'ml_service.training', 'rich', 'backend')))\n"
+        "print(','.join(bad))"
+    )
+    result = run(sys.executable, "-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.settings import Settings
+from contracts.settings import Settings
 from ml_service.settings import EngineSettings
 from workers.settings import WorkerSettings
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from backend.settings import get_settings
-
-TASK_SEGMENT = "workers.tasks.segment_image"
+from contracts.requests import TASK_SEGMENT  # noqa: F401 (the task's name)
+from contracts.settings import get_settings
 
 
 def make_celery() -> Celery:

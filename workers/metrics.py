@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.registry import Collector
 
-from ml_service.device import MB
-from ml_service.engine import Engine
+from ml_service.serving.device import MB
+from ml_service.serving.engine import Engine
 
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 """What the worker's HTTP port answers (probes of deploy/k8s use them)."""

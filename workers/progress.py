@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from backend import events
-from backend.db import repo, work
-from backend.jobs_state import counts_payload, is_terminal, job_status
+from contracts import events
+from contracts.db import repo, work
+from contracts.jobs_state import counts_payload, is_terminal, job_status
 from workers.runtime import WorkerRuntime
 
 

@@ -2,7 +2,7 @@
 publisher and the heartbeat that advertises the worker (and its batch profile) in Redis.
 
 Heartbeat (``cellseg:worker:<name>``, TTL three intervals), read by the gateway
-(:mod:`backend.heartbeats`): device, models with their batch ceilings, free memory, tasks in
+(:mod:`contracts.heartbeats`): device, models with their batch ceilings, free memory, tasks in
 flight and ``draining``. The dispatcher sends work only to queues with a live worker that is not
 draining; SIGTERM (Celery's warm shutdown) sets ``draining`` at once, the worker finishes and acks
 what it holds, then the key is deleted.
@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 import asyncpg
 import redis
 
-from backend.db.pool import create_pool
-from backend.events import EventPublisher
-from backend.heartbeats import METRIC_BATCHES, METRIC_IMAGES, worker_key
-from backend.settings import Settings, get_settings
-from ml_service.engine import Engine
+from contracts.db.pool import create_pool
+from contracts.events import EventPublisher
+from contracts.heartbeats import METRIC_BATCHES, METRIC_IMAGES, worker_key
+from contracts.settings import Settings, get_settings
+from ml_service.serving.engine import Engine
 from ml_service.settings import get_settings as get_engine_settings
 from workers.metrics import WorkerMetrics
 from workers.settings import WorkerSettings, get_worker_settings

@@ -18,9 +18,9 @@ import redis
 from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from backend.db import repo, work
-from backend.settings import get_settings
-from backend.storage import (
+from contracts.db import repo, work
+from contracts.settings import get_settings
+from contracts.storage import (
     BlobNotFound,
     BlobStore,
     StorageUnavailable,
@@ -28,8 +28,8 @@ from backend.storage import (
     open_store,
     upload_key,
 )
-from ml_service.engine import SegmentationParams
 from ml_service.errors import EngineError
+from ml_service.serving.engine import SegmentationParams
 from workers.celery_app import TASK_SEGMENT, app
 from workers.progress import publish_image, publish_job
 from workers.runtime import (

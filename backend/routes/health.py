@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from backend.errors import ServiceUnavailable
-from backend.heartbeats import live_workers
+from contracts.heartbeats import live_workers
 
 router = APIRouter(tags=["health"])
 
@@ -47,7 +47,9 @@ async def _redis(request: Request) -> str:
 
 
 async def _workers(request: Request) -> str:
-    workers = [w for w in await live_workers(request.app.state.redis) if w.serving]
+    workers = [w for w in await live_workers(
+            request.app.state.redis, queues=request.app.state.settings.queues
+        ) if w.serving]
     if not workers:
         raise LookupError(
             "no live worker taking work (no heartbeat in Redis with a loaded model that is "

@@ -21,22 +21,27 @@ from uuid import UUID, uuid4
 import asyncpg
 from fastapi import APIRouter, Query, Request
 
-from backend.db import repo
 from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import NotFound, ValidationFailed
 from backend.forms import read_multipart
-from backend.jobs_state import counts_payload, is_terminal, job_status
-from backend.settings import MODEL_NAMES, Settings
 from backend.uploads import UploadBatch
+from contracts.db import repo
+from contracts.jobs_state import counts_payload, is_terminal, job_status
+from contracts.requests import (
+    DEFAULT_MIN_AREA,
+    DEFAULT_THRESHOLD,
+    MAX_MIN_AREA,
+    MAX_THRESHOLD,
+    MIN_THRESHOLD,
+    MODEL_NAMES,
+)
+from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["jobs"])
 
-THRESHOLD_RANGE = (0.05, 0.95)
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_MIN_AREA = 50
-MAX_MIN_AREA = 2**31 - 1
+THRESHOLD_RANGE = (MIN_THRESHOLD, MAX_THRESHOLD)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MULTIPART_OVERHEAD_PER_FILE = 2 * 1024
 

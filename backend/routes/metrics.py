@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from backend.heartbeats import METRIC_BATCHES, METRIC_IMAGES
+from contracts.heartbeats import METRIC_BATCHES, METRIC_IMAGES
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from backend.deps import CurrentUser, RedisDep, SettingsDep
-from backend.heartbeats import WorkerHeartbeat, live_workers
-from backend.settings import MODEL_NAMES
+from contracts.heartbeats import WorkerHeartbeat, live_workers
+from contracts.requests import MODEL_NAMES
 
 router = APIRouter(tags=["models"])
 
@@ -43,7 +43,7 @@ def merge_workers(workers: list[WorkerHeartbeat]) -> list[dict[str, Any]]:
 async def list_models(_user: CurrentUser, settings: SettingsDep, redis: RedisDep) -> dict[str, Any]:
     """Each model with its live workers (``"workers": []`` when none), and upload limits."""
     return {
-        "models": merge_workers(await live_workers(redis)),
+        "models": merge_workers(await live_workers(redis, queues=settings.queues)),
         "limits": {
             "max_upload_mb": settings.max_upload_mb,
             "max_files_per_job": settings.max_files_per_job,

@@ -17,13 +17,13 @@ import asyncpg
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from backend.db import repo
 from backend.deps import CurrentUser, PoolDep, StoreDep
 from backend.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from backend.exports import ImagePayload, merge_coco, merge_geojson
-from backend.jobs_state import counts_payload, is_terminal, job_status
 from backend.routes.jobs import image_error, job_not_found, parse_id
-from backend.storage import BlobNotFound, StorageUnavailable
+from contracts.db import repo
+from contracts.jobs_state import counts_payload, is_terminal, job_status
+from contracts.storage import BlobNotFound, StorageUnavailable
 
 router = APIRouter(tags=["results"])
 

@@ -16,10 +16,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from backend.db import repo
 from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import ApiError
 from backend.routes.jobs import accept_job, cancel_and_notify
+from contracts.db import repo
 
 router = APIRouter()
 

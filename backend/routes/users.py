@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, StringConstraints
 
 from backend.auth import hash_api_key, new_api_key
-from backend.db import repo
 from backend.deps import AdminKey, PoolDep
+from contracts.db import repo
 
 router = APIRouter(tags=["users"])
 

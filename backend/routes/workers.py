@@ -6,17 +6,17 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from backend.deps import AdminKey, RedisDep
-from backend.heartbeats import live_workers, serving_queues
+from backend.deps import AdminKey, RedisDep, SettingsDep
+from contracts.heartbeats import live_workers, serving_queues
 
 router = APIRouter(tags=["workers"])
 
 
 @router.get("/workers")
-async def list_workers(_admin: AdminKey, redis: RedisDep) -> dict[str, Any]:
+async def list_workers(_admin: AdminKey, redis: RedisDep, settings: SettingsDep) -> dict[str, Any]:
     """Every worker with a live heartbeat: queue, device, models, batch ceilings, free device
     memory, tasks in flight and whether it drains; and per queue, how many take work."""
-    workers = await live_workers(redis)
+    workers = await live_workers(redis, queues=settings.queues)
     return {
         "workers": [w.to_json() for w in workers],
         "queues": serving_queues(workers),

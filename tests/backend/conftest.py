@@ -18,8 +18,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.heartbeats import worker_key
-from backend.settings import Settings
+from contracts.heartbeats import worker_key
+from contracts.settings import Settings
+from scripts.local_services import ensure_redis
 from tests.backend.helpers import (
     ADMIN_KEY,
     MAX_FILES,
@@ -31,7 +32,6 @@ from tests.backend.helpers import (
     migrated_database,
     new_user,
 )
-from tests.services import ensure_redis
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +67,15 @@ def heartbeat(redis_client: redis.Redis) -> Iterator[HeartbeatWriter]:
     """``heartbeat(models=[...], name=None)`` writes a live worker's key; deleted after."""
     keys: list[str] = []
 
-    def write(models: list[dict[str, Any]] | None = None, name: str | None = None) -> str:
+    def write(
+        models: list[dict[str, Any]] | None = None,
+        name: str | None = None,
+        queue: str = "gpu0",
+    ) -> str:
         name = name or f"test-worker-{secrets.token_hex(3)}"
         value = {
             "name": name,
-            "queue": "gpu0",
+            "queue": queue,
             "device": "cpu-2core",
             "updated_at": time.time(),
             "models": [fake_model("unet")] if models is None else models,

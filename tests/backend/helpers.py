@@ -74,8 +74,8 @@ def drop_database(name: str) -> None:
 @contextmanager
 def migrated_database() -> Iterator[str]:
     """A fresh database, migrated, dropped on exit; yields its DSN."""
-    from backend.db.migrate import apply_migrations
-    from tests.services import ensure_postgres
+    from contracts.db.migrate import apply_migrations
+    from scripts.local_services import ensure_postgres
 
     ensure_postgres()
     name = create_database()

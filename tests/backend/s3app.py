@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.settings import Settings
-from backend.storage import BlobStore
+from contracts.settings import Settings
+from contracts.storage import BlobStore
 from tests.s3server import REGION, MotoServer
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import backend.storage
-from backend.settings import MODEL_NAMES
+import contracts.storage
+from contracts.requests import MODEL_NAMES
 from tests.backend import images
 from tests.backend.helpers import (
     MAX_FILES,
@@ -181,7 +181,7 @@ def test_threshold_out_of_range(
     assert "0.05" in refused(r, 422, "invalid_threshold")
 
 
-@pytest.mark.parametrize("min_area", ["-1", "1.5", "abc", str(2**31)])
+@pytest.mark.parametrize("min_area", ["-1", "1.5", "abc", "10000001", "20000000", str(2**31)])
 def test_invalid_min_area(
     client: TestClient, user: ApiUser, nothing: Nothing, min_area: str
 ) -> None:
@@ -343,7 +343,7 @@ def test_storage_failure_at_commit_keeps_nothing_new(
         if path.is_dir():  # the blob is renamed into place, then its directory fails
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(backend.storage, "_fsync_path", broken_fsync)
+    monkeypatch.setattr(contracts.storage, "_fsync_path", broken_fsync)
     r = post_job(client, user, [("shared.png", shared), ("fresh.png", fresh)])
     assert "No space left" in refused(r, 503, "storage_unavailable")
     monkeypatch.undo()

@@ -8,7 +8,7 @@ import json
 
 import asyncpg
 
-from backend.db.pool import encode_json, init_connection
+from contracts.db.pool import encode_json, init_connection
 
 
 def test_encode_json_writes_what_json_dumps_means() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.settings import Settings
+from contracts.settings import Settings
 from tests.backend.conftest import HeartbeatWriter
-from tests.backend.helpers import error_of
+from tests.backend.helpers import ADMIN_KEY, error_of
 
 
 def test_healthz(client: TestClient) -> None:
@@ -29,6 +29,18 @@ def test_readyz_with_a_worker_without_models(
 ) -> None:
     heartbeat(models=[])
     assert error_of(client.get("/readyz")) == (503, "not_ready")
+
+
+def test_readyz_ignores_workers_of_queues_it_does_not_dispatch_to(
+    client: TestClient, heartbeat: HeartbeatWriter
+) -> None:
+    """A worker of another service sharing the Redis database is neither counted by readiness
+    nor listed by ``/workers`` (the gateway dispatches to ``DISPATCH_QUEUES`` = gpu0 only)."""
+    name = heartbeat(queue="someone-elses-queue")
+    assert error_of(client.get("/readyz")) == (503, "not_ready")
+    listed = client.get("/api/v1/workers", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert name not in [w["name"] for w in listed["workers"]]
+    assert "someone-elses-queue" not in listed["queues"]
 
 
 def test_readyz_with_a_worker(client: TestClient, heartbeat: HeartbeatWriter) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from backend.dispatcher import assign_queues, free_capacity
-from backend.heartbeats import WorkerHeartbeat, parse_heartbeat, serving_queues
+from contracts.heartbeats import WorkerHeartbeat, parse_heartbeat, serving_queues
 
 MODEL = {"name": "hrnet", "variant": "small", "backend": "torch", "input_size": [256, 256]}
 

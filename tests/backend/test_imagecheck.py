@@ -253,7 +253,7 @@ def test_gateway_and_engine_agree(tmp_path: Path, name: str) -> None:
     """What the gateway accepts, the engine decodes, with the same size and channels (the
     gateway cannot import the engine; this test can)."""
     from ml_service.errors import EngineError
-    from ml_service.imageio import decode_image
+    from ml_service.imaging.imageio import decode_image
 
     data = AGREEMENT_CASES[name]
     try:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from backend.db import work
+from contracts.db import work
 from tests.backend.helpers import migrated_database
 
 

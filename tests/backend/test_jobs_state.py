@@ -1,10 +1,10 @@
-"""Job status and counts from image status counts: every rule of backend/jobs_state.py."""
+"""Job status and counts from image status counts: every rule of contracts/jobs_state.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from backend.jobs_state import JOB_STATUSES, counts_payload, is_terminal, job_status
+from contracts.jobs_state import JOB_STATUSES, counts_payload, is_terminal, job_status
 
 
 @pytest.mark.parametrize(

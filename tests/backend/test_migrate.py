@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from backend.db.migrate import MIGRATIONS_DIR, apply_migrations, discover
+from contracts.db.migrate import MIGRATIONS_DIR, apply_migrations, discover
+from scripts.local_services import ensure_postgres
 from tests.backend.helpers import create_database, drop_database, dsn_for
-from tests.services import ensure_postgres
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 from fastapi.testclient import TestClient
 
-from backend.heartbeats import worker_key
-from backend.settings import MODEL_NAMES
+from contracts.heartbeats import worker_key
+from contracts.requests import MODEL_NAMES
 from tests.backend.conftest import HeartbeatWriter
 from tests.backend.helpers import MAX_FILES, MAX_UPLOAD_MB, ApiUser, error_of, fake_model
 

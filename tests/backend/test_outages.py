@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import StartupError, connect_database, create_app
-from backend.settings import Settings
+from contracts.settings import Settings
 from tests.backend.helpers import ApiUser, Response, error_of, new_user
 from tests.backend.proxy import TcpProxy
 

@@ -20,10 +20,10 @@ import pytest
 from botocore.config import Config
 from fastapi.testclient import TestClient
 
-from backend.db.pool import init_connection
 from backend.retention import RETENTION_LOCK, RetentionLoop, RetentionReport, purge_expired
-from backend.settings import Settings
-from backend.storage import BlobStore, S3Store, StorageUnavailable, mask_key, upload_key
+from contracts.db.pool import init_connection
+from contracts.settings import Settings
+from contracts.storage import BlobStore, S3Store, StorageUnavailable, mask_key, upload_key
 from tests.backend import images
 from tests.backend.helpers import ApiUser, SyncDb, new_user, post_job, set_status
 from tests.backend.s3app import s3_gateway

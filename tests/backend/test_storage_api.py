@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from backend.settings import Settings
-from backend.storage import mask_key
+from contracts.settings import Settings
+from contracts.storage import mask_key
 from tests.backend import images
 from tests.backend.helpers import SyncDb, error_of, new_user, post_job, set_status
 from tests.backend.s3app import Gateway, s3_gateway

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from cellseg_client.cli.main import main
-from ml_service.synthetic import generate_sample
+from ml_service.training.synthetic import generate_sample
 from scripts.render_nginx import render, values_for
 from tests.harness import Service, free_port
 from tests.ops.system import ensure_package

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from scripts.local_services import ensure_redis
 from tests.client.conftest import User, image_rows, run_cli, write_pngs
 from tests.client.stub import Proxy, ServerThread
 from tests.harness import Service
-from tests.services import ensure_redis
 
 
 def test_a_run_started_while_redis_is_down_completes_once_it_is_back(

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ml_service.backends import DeviceOutOfMemory, TorchBackend
-from ml_service.device import MB, MemoryReading
+from ml_service.runtimes.backends import DeviceOutOfMemory, TorchBackend
+from ml_service.serving.device import MB, MemoryReading
 
 
 class FixedProbe:

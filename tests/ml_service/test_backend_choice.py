@@ -10,19 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml_service import profile as profiler
-from ml_service.backend_choice import (
+from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
+from ml_service.runtimes.backends import BACKENDS
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine
+from ml_service.serving.runtime_choice import (
     BackendChoice,
     load_chosen,
     profile_rate,
     recorded_choice,
 )
-from ml_service.backends import BACKENDS
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine
-from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
+from ml_service.serving.threads import cgroup_cpu_limit, thread_plan
 from ml_service.settings import EngineSettings, SettingsError, load_settings
-from ml_service.threads import cgroup_cpu_limit, thread_plan
+from ml_service.tools import profile as profiler
 from models.registry import get_spec
 
 SPEC = get_spec("hrnet", "small")

@@ -11,24 +11,24 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.backends import (
+from ml_service.errors import BackendUnavailable
+from ml_service.imaging.preprocess import prepare
+from ml_service.runtimes.backends import (
     BACKENDS,
     DeviceOutOfMemory,
     OnnxRuntimeBackend,
     TorchBackend,
     onnxruntime_unavailable,
 )
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine, SegmentationParams
-from ml_service.errors import BackendUnavailable
-from ml_service.evaluation import iou
-from ml_service.fastpath_choice import equivalence_images
-from ml_service.onnx_export import INPUT_NAME, ensure_onnx
-from ml_service.pipeline_rate import encode_png
-from ml_service.pool import ModelPool, build_module, make_backend
-from ml_service.preprocess import prepare
+from ml_service.runtimes.onnx_export import INPUT_NAME, ensure_onnx
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine, SegmentationParams
+from ml_service.serving.pool import ModelPool, build_module, make_backend
+from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings
-from ml_service.threads import thread_plan
+from ml_service.tools.fastpath_choice import equivalence_images
+from ml_service.tools.pipeline_rate import encode_png
+from ml_service.training.evaluation import iou
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.checks import assert_concurrent_calls_match_serial
 
@@ -120,7 +120,7 @@ def test_probabilities_match_the_torch_backend_for_extreme_logits() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 400.0 - 200.0  # logits from -200 to 200: exp overflows in float32
 
-    from ml_service.backends import _sigmoid
+    from ml_service.runtimes.backends import _sigmoid
 
     x = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
     expected = TorchBackend(Extreme(), torch.device("cpu")).run(x)

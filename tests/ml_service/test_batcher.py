@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ml_service.batcher import DynamicBatcher
 from ml_service.errors import EngineClosed, InvalidImage, OutOfMemory
 from ml_service.profiles import ModelProfile
-from ml_service.sizer import BatchSizer, MemoryLedger
+from ml_service.serving.batcher import DynamicBatcher
+from ml_service.serving.sizer import BatchSizer, MemoryLedger
 from tests.ml_service.fakes import FixedProbe, RecordingBackend
 
 SHAPE = (1, 8, 8)

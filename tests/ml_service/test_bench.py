@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.bench import main, run
 from ml_service.settings import EngineSettings
+from ml_service.tools.bench import main, run
 
 
 def test_bench_reports_both_comparisons_per_model(tmp_path: Path, onnx_cache_dir: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from ml_service import plan, profile
+from ml_service.tools import plan, profile
 from scripts import efficiency
 
 PLAN_ARGS = ["--mix", "hrnet=1", "--deadline", "1h"]

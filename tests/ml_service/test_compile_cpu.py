@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine
-from ml_service.evaluation import iou
-from ml_service.fastpath_setup import use_compile_cache
-from ml_service.profile import fastpath_options
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine
+from ml_service.serving.fastpath_setup import use_compile_cache
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
+from ml_service.tools.profile import fastpath_options
+from ml_service.training.evaluation import iou
+from ml_service.training.synthetic import generate_sample
 
 
 def _pngs(n: int) -> list[bytes]:
@@ -75,7 +75,7 @@ _COMPILE_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
 from torch._dynamo.utils import counters
-from ml_service.engine import Engine
+from ml_service.serving.engine import Engine
 from ml_service.settings import EngineSettings
 settings = EngineSettings(
     device="cpu", models=("hrnet",), max_batch_size=2, compile="on",

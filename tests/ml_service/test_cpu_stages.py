@@ -11,21 +11,21 @@ import cv2
 import numpy as np
 import pytest
 
-from ml_service.cpu_stages import (
+from ml_service.errors import ImageTooLarge, InvalidImage
+from ml_service.imaging.preprocess import prepare
+from ml_service.serving.cpu_stages import (
     CpuStages,
     decode_and_prepare,
     default_cpu_workers,
     pixel_exact,
     postprocess_outputs,
 )
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine, SegmentationParams
-from ml_service.errors import ImageTooLarge, InvalidImage
-from ml_service.pipeline_rate import encode_png
-from ml_service.pool import ModelPool
-from ml_service.preprocess import prepare
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine, SegmentationParams
+from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
+from ml_service.tools.pipeline_rate import encode_png
+from ml_service.training.synthetic import generate_sample
 
 
 def test_pixel_exact_only_where_restore_copies_pixels() -> None:

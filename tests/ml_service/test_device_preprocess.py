@@ -1,5 +1,6 @@
 """Preprocessing on the device (#11), run here on CPU tensors: the same model inputs as the CPU
-path (``ml_service.preprocess.prepare``) for letterboxed and tiled images, and the same masks
+path (``ml_service.imaging.preprocess.prepare``) for letterboxed and tiled images, and the same
+masks
 through the engine with ``ML_DEVICE_PREPROCESS=on``."""
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.batcher import DynamicBatcher
-from ml_service.cpu_stages import decode_and_plan, decode_and_prepare
-from ml_service.device import CpuProbe
-from ml_service.device_preprocess import (
+from ml_service.errors import InvalidImage
+from ml_service.imaging.device_preprocess import (
     INPUT_TOLERANCE,
     area_taps,
     percentiles,
     prepare_on_device,
     use_device_preprocess,
 )
-from ml_service.engine import Engine, SegmentationParams
-from ml_service.errors import InvalidImage
-from ml_service.evaluation import iou, real_sample_images, to_uint8
-from ml_service.pipeline_rate import encode_png
-from ml_service.pool import ModelPool
-from ml_service.preprocess import plan_restore, prepare
+from ml_service.imaging.preprocess import plan_restore, prepare
+from ml_service.serving.batcher import DynamicBatcher
+from ml_service.serving.cpu_stages import decode_and_plan, decode_and_prepare
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine, SegmentationParams
+from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
+from ml_service.tools.pipeline_rate import encode_png
+from ml_service.training.evaluation import iou, real_sample_images, to_uint8
+from ml_service.training.synthetic import generate_sample
 
 CPU = torch.device("cpu")
 RNG = np.random.default_rng(7)

@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import tifffile
 
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine, SegmentationParams, SegmentationResult
 from ml_service.errors import (
     EngineClosed,
     ImageTooLarge,
@@ -21,12 +19,14 @@ from ml_service.errors import (
     UnknownModel,
     UnsupportedFormat,
 )
-from ml_service.evaluation import iou
-from ml_service.pipeline_rate import encode_png
-from ml_service.pool import ModelPool
 from ml_service.profiles import ModelProfile, ProfileBook
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine, SegmentationParams, SegmentationResult
+from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
+from ml_service.tools.pipeline_rate import encode_png
+from ml_service.training.evaluation import iou
+from ml_service.training.synthetic import generate_sample
 from tests.ml_service.fakes import RecordingBackend
 
 

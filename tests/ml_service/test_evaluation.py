@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from ml_service.evaluation import (
+from ml_service.training.evaluation import (
     classical_labels,
     classical_segmentation,
     dice,

@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.backend_choice import load_chosen
-from ml_service.backends import TorchBackend
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine
 from ml_service.errors import BackendUnavailable
-from ml_service.evaluation import iou
-from ml_service.fastpath import (
+from ml_service.profiles import FastPathCandidate, FastPathRecord, ModelProfile, ProfileBook
+from ml_service.runtimes.backends import TorchBackend
+from ml_service.runtimes.fastpath import (
     FP32,
     FastPathConfig,
     candidate_precisions,
@@ -27,12 +24,20 @@ from ml_service.fastpath import (
     supported_precisions,
     unsupported,
 )
-from ml_service.fastpath_choice import MIN_MASK_IOU, choose, equivalence_images, foreground_masks
-from ml_service.fastpath_setup import warm_up_sizes
-from ml_service.pool import LoadedModel, build_module
-from ml_service.profile import FastPathOptions, profile_backends
-from ml_service.profiles import FastPathCandidate, FastPathRecord, ModelProfile, ProfileBook
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine
+from ml_service.serving.fastpath_setup import warm_up_sizes
+from ml_service.serving.pool import LoadedModel, build_module
+from ml_service.serving.runtime_choice import load_chosen
 from ml_service.settings import EngineSettings, SettingsError, load_settings
+from ml_service.tools.fastpath_choice import (
+    MIN_MASK_IOU,
+    choose,
+    equivalence_images,
+    foreground_masks,
+)
+from ml_service.tools.profile import FastPathOptions, profile_backends
+from ml_service.training.evaluation import iou
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.fakes import RecordingBackend
 
@@ -54,7 +59,8 @@ def test_images() -> list[np.ndarray]:
 
 
 # Plain bf16 autocast reached only IoU 0.970 (hrnet) / 0.972 (unet) on scikit-image's cell.png;
-# with the stem kept in fp32 (ml_service.mixed_precision) every model reaches ≥ 0.994 there;
+# with the stem kept in fp32 (ml_service.runtimes.mixed_precision) every model reaches ≥ 0.994
+# there;
 # fp16 (11 significant bits to bf16's 8) ≥ 0.999.
 def _cases() -> list[object]:
     return [

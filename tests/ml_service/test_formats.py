@@ -10,14 +10,14 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from ml_service.errors import InvalidParameters
-from ml_service.formats import (
+from ml_service.imaging.formats import (
     label_mask_png,
     objects_to_coco,
     objects_to_geojson,
     objects_to_json,
 )
-from ml_service.imageio import decode_image
-from ml_service.postprocess import METRIC_NAMES, SegmentedObject, extract_objects
+from ml_service.imaging.imageio import decode_image
+from ml_service.imaging.postprocess import METRIC_NAMES, SegmentedObject, extract_objects
 
 
 @pytest.fixture(scope="module")

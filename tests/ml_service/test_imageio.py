@@ -13,9 +13,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ml_service import imageio
 from ml_service.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
-from ml_service.imageio import SUPPORTED_FORMATS, ImageInfo, decode_image, read_image_info
+from ml_service.imaging import imageio
+from ml_service.imaging.imageio import SUPPORTED_FORMATS, ImageInfo, decode_image, read_image_info
 
 MAX = 10_000_000
 

@@ -1,4 +1,4 @@
-"""How ``ml_service.measure`` times and weighs a batch."""
+"""How ``ml_service.serving.measure`` times and weighs a batch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from ml_service.measure import batch_sizes_up_to, measure_cpu_peak, median_latencies_s
+from ml_service.serving.measure import batch_sizes_up_to, measure_cpu_peak, median_latencies_s
 
 
 def test_latencies_interleave_runs_and_time_blocks_of_calls() -> None:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from ml_service.backends import TorchBackend
 from ml_service.errors import BackendUnavailable
-from ml_service.fastpath import FP32, FastPathConfig
-from ml_service.mixed_precision import (
+from ml_service.runtimes.backends import TorchBackend
+from ml_service.runtimes.fastpath import FP32, FastPathConfig
+from ml_service.runtimes.mixed_precision import (
     Fp32Forward,
     apply_stem_policy,
     fp32_layers,
@@ -20,7 +20,7 @@ from ml_service.mixed_precision import (
     release_fp32,
     stem_convolutions,
 )
-from ml_service.pool import build_module
+from ml_service.serving.pool import build_module
 from ml_service.settings import EngineSettings
 from models.registry import get_spec
 from tests.ml_service.fakes import ScaleModule

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from ml_service.backends import OnnxRuntimeBackend, TorchBackend
-from ml_service.onnx_export import (
+from ml_service.runtimes.backends import OnnxRuntimeBackend, TorchBackend
+from ml_service.runtimes.onnx_export import (
     EXPORT_VERSION,
     META_MODEL,
     META_SOURCE,

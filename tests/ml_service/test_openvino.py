@@ -12,18 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service import openvino_backend as ov_module
-from ml_service.backends import DeviceOutOfMemory
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine
 from ml_service.errors import BackendUnavailable
-from ml_service.fastpath_choice import MIN_MASK_IOU, equivalence_images
-from ml_service.fastpath_setup import resolve_openvino_precision
-from ml_service.mixed_precision import stem_convolutions
-from ml_service.onnx_export import ensure_onnx
-from ml_service.openvino_backend import OpenVinoBackend, native_bf16, openvino_unavailable
-from ml_service.openvino_choice import choose_openvino_precision, grow_union
-from ml_service.openvino_precision import (
+from ml_service.imaging.preprocess import prepare
+from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
+from ml_service.runtimes import openvino as ov_module
+from ml_service.runtimes.backends import DeviceOutOfMemory
+from ml_service.runtimes.mixed_precision import stem_convolutions
+from ml_service.runtimes.onnx_export import ensure_onnx
+from ml_service.runtimes.openvino import OpenVinoBackend, native_bf16, openvino_unavailable
+from ml_service.runtimes.openvino_precision import (
     activation_strides,
     layers_outside,
     mark_precise,
@@ -31,11 +28,14 @@ from ml_service.openvino_precision import (
     precision_at,
     stem_layer_names,
 )
-from ml_service.pool import build_module, make_backend
-from ml_service.preprocess import prepare
-from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine
+from ml_service.serving.fastpath_setup import resolve_openvino_precision
+from ml_service.serving.pool import build_module, make_backend
+from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings, SettingsError, load_settings
-from ml_service.threads import thread_plan
+from ml_service.tools.fastpath_choice import MIN_MASK_IOU, equivalence_images
+from ml_service.tools.openvino_choice import choose_openvino_precision, grow_union
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.checks import assert_concurrent_calls_match_serial
 
@@ -356,9 +356,10 @@ def test_the_profiler_records_and_prints_a_precision_by_resolution(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``python -m ml_service.profile`` on OpenVINO end to end: whatever it chooses (hrnet/small
+    """``python -m ml_service.tools.profile`` on OpenVINO end to end: whatever it chooses
+    (hrnet/small
     here: ``bf16@4``, see docs/benchmarks.md) is recorded, read back and printed."""
-    from ml_service import profile
+    from ml_service.tools import profile
 
     path = tmp_path / "batch_sizes.json"
     for name, value in (

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ml_service.engine import Engine
-from ml_service.pipeline_rate import measure_pipeline, record_pipeline_rates, sample_pngs
 from ml_service.profiles import ProfileBook
+from ml_service.serving.engine import Engine
 from ml_service.settings import EngineSettings
+from ml_service.tools.pipeline_rate import measure_pipeline, record_pipeline_rates, sample_pngs
 
 
 def test_sample_pngs_are_deterministic_pngs() -> None:

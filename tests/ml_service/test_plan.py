@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from ml_service.plan import (
+from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
+from ml_service.tools.plan import (
     SEED_A5000,
     Device,
     parse_duration,
     parse_mix,
     plan_device,
 )
-from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
 
 A5000 = Device("A5000", 24, 1.0, 1.0, None)
 
@@ -97,7 +97,7 @@ def test_the_whole_path_bounds_every_backend_of_the_model() -> None:
 
 
 def test_a_recorded_service_efficiency_scales_the_whole_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ml_service.pipeline_rate import record_service_efficiency
+    from ml_service.tools.pipeline_rate import record_service_efficiency
 
     path = tmp_path / "b.json"
     book = ProfileBook()
@@ -115,7 +115,7 @@ def test_a_recorded_service_efficiency_scales_the_whole_path(tmp_path) -> None: 
 
 
 def test_a_re_profile_keeps_the_measured_service_efficiency() -> None:
-    from ml_service.profile import keep_service_efficiency
+    from ml_service.tools.profile import keep_service_efficiency
 
     old = ModelProfile(1, 2, 1, 4, pipeline_images_per_s=80.0, service_efficiency=0.52)
     new = ModelProfile(1, 2, 1, 8, pipeline_images_per_s=70.0)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from skimage.draw import disk, ellipse
 
-from ml_service import postprocess
 from ml_service.errors import InvalidImage, InvalidParameters
-from ml_service.postprocess import (
+from ml_service.imaging import postprocess
+from ml_service.imaging.postprocess import (
     MAX_OBJECTS,
     METRIC_NAMES,
     SegmentedObject,
@@ -240,7 +240,7 @@ def test_convex_metrics_equal_regionprops_without_rasterising_the_hull() -> None
     the moments (no convex-hull image): the values must be scikit-image's, to the last digit."""
     from skimage.measure import regionprops
 
-    from ml_service.synthetic import KINDS, generate_sample
+    from ml_service.training.synthetic import KINDS, generate_sample
 
     rng = np.random.default_rng(5)
     labels_list = []

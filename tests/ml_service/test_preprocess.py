@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ml_service.errors import InvalidImage, InvalidParameters
-from ml_service.postprocess import extract_objects
-from ml_service.preprocess import (
+from ml_service.imaging.postprocess import extract_objects
+from ml_service.imaging.preprocess import (
     NORMALIZED_RANGE,
     Letterbox,
     Restore,

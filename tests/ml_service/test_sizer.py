@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.device import MB, CachedProbe
 from ml_service.profiles import (
     SCHEMA_VERSION,
     BatchPoint,
@@ -15,7 +14,8 @@ from ml_service.profiles import (
     best_batch_size,
     fit_line,
 )
-from ml_service.sizer import BatchSizer, MemoryLedger
+from ml_service.serving.device import MB, CachedProbe
+from ml_service.serving.sizer import BatchSizer, MemoryLedger
 from tests.ml_service.fakes import FixedProbe
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from ml_service.preprocess import normalize_percentile
-from ml_service.synthetic import KINDS, POLARITIES, Sample, generate_sample, make_dataset
+from ml_service.imaging.preprocess import normalize_percentile
+from ml_service.training.synthetic import KINDS, POLARITIES, Sample, generate_sample, make_dataset
 
 SIZE = 128
 

@@ -113,4 +113,4 @@ def test_committed_demo_weights_load_verified_and_are_small(key: tuple[str, str]
     sidecar = load_weights(spec.build(), spec, DEFAULT_WEIGHTS_DIR)
     assert paths.tensors.stat().st_size < 4 * 1024 * 1024
     assert sidecar["validation"]["iou_mean"] >= 0.85
-    assert sidecar["training"]["source"] == "python -m ml_service.train"
+    assert sidecar["training"]["source"] == "python -m ml_service.training.train"

@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings
 from starlette.routing import Match
 
 from backend.cli import ASGI_APP
-from backend.settings import Settings
+from contracts.settings import Settings
 from ml_service.settings import EngineSettings
 from tests.ops.test_grafana import gateway_metric_names, load_dashboard, promql_metric_names
 from workers.settings import WorkerSettings

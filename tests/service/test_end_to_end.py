@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import socketio
 
-from ml_service.engine import Engine
-from ml_service.evaluation import iou
+from ml_service.serving.engine import Engine
 from ml_service.settings import EngineSettings
-from ml_service.synthetic import generate_sample
+from ml_service.training.evaluation import iou
+from ml_service.training.synthetic import generate_sample
 from tests.harness import Service
 
 MODELS = ("hrnet", "unet", "cbam_resunet")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
+from scripts.local_services import ensure_postgres, ensure_redis
 from tests.harness import Service
 from tests.service.test_end_to_end import auth, make_pngs, wait_job
-from tests.services import ensure_postgres, ensure_redis
 
 
 def submit_sync(service: Service, key: str, n: int, seed: int) -> str:

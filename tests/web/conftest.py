@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ml_service.synthetic import generate_sample
+from ml_service.training.synthetic import generate_sample
 from tests.web.browser import LAUNCH_ARGS, BrowserUnavailable, ensure_chromium
 
 pytest.importorskip(

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from prometheus_client import generate_latest
 
-from ml_service.device import CpuProbe
-from ml_service.engine import Engine
-from ml_service.pool import ModelPool
 from ml_service.profiles import ModelProfile, ProfileBook
+from ml_service.serving.device import CpuProbe
+from ml_service.serving.engine import Engine
+from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
 from tests.ml_service.fakes import RecordingBackend
 from workers.metrics import WorkerMetrics

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.services import ensure_redis
+from scripts.local_services import ensure_redis
+from tests.harness import SERVICE_REDIS_URL
 from workers.watchdog import ConsumerStalled, ConsumerWatchdog, StallDetector
 
 
@@ -48,7 +49,7 @@ class FakeConsumer:
 
 def test_watchdog_kicks_a_consumer_whose_queue_waits_in_real_redis() -> None:
     ensure_redis()
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(SERVICE_REDIS_URL)
     queue = f"watchdog-test-{time.monotonic_ns()}"
     client.rpush(queue, b"message")
     consumer: Any = FakeConsumer()

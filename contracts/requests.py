@@ -1,0 +1,20 @@
+"""What a segmentation request may ask for, shared by the gateway (which refuses the rest with a
+422 before anything is stored) and the workers: model names, parameter ranges, the task name.
+
+The engine checks the same ranges itself (``ml_service.results.SegmentationParams``); a test
+holds the two to the same numbers, since the engine may not import this package.
+"""
+
+from __future__ import annotations
+
+MODEL_NAMES: tuple[str, ...] = ("cbam_resunet", "hrnet", "unet")
+"""Models a job may name (``models.registry`` defines them; a test keeps the two equal)."""
+
+DEFAULT_THRESHOLD = 0.5
+MIN_THRESHOLD = 0.05
+MAX_THRESHOLD = 0.95
+DEFAULT_MIN_AREA = 50
+MAX_MIN_AREA = 10_000_000
+
+TASK_SEGMENT = "workers.tasks.segment_image"
+"""The Celery task the dispatcher sends and the workers run, one image id per message."""

@@ -1,0 +1,2 @@
+"""Command-line tools over the engine: profiler, bench, planner, accuracy benchmark, demo,
+checkpoint import."""

@@ -1,0 +1,1 @@
+"""Training: synthetic data with exact ground truth, the training loop and its metrics."""
