@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.on_images_cancelled = None
     app.state.on_job_finished = None
     install_error_handlers(app)
-    app.include_router(health.router)
+    app.include_router(health.router)  # probes keep their root paths, and live under the API too
+    app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(web.router)
     for router in (
         users.router,

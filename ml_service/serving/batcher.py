@@ -40,6 +40,25 @@ class BatchOutput:
     batch_size: int
     queued_ms: float
     inference_ms: float
+    started: float = 0.0  # time.monotonic() when its batch started running
+
+
+def busy_ms(outputs: list[BatchOutput]) -> float:
+    """Wall-clock milliseconds during which at least one of the batches of ``outputs`` ran.
+
+    An image's tiles may share one batch (each output then carries that batch's whole time) or
+    run in batches that overlap, so summing ``inference_ms`` would count the same time twice;
+    this is the length of the union of the batches' intervals, which is never longer than the
+    wall time from the first batch's start to the last one's end.
+    """
+    spans = sorted({(o.started, o.started + o.inference_ms / 1000) for o in outputs})
+    total, end = 0.0, -float("inf")
+    for lo, hi in spans:
+        if hi <= end:
+            continue
+        total += hi - max(lo, end)
+        end = hi
+    return 1000 * total
 
 
 Item = np.ndarray | torch.Tensor  # host array, or a tensor already on a torch backend's device
@@ -276,5 +295,6 @@ class DynamicBatcher:
                     batch_size=len(items),
                     queued_ms=1000 * (start - r.enqueued),
                     inference_ms=1000 * seconds,
+                    started=start,
                 )
             )

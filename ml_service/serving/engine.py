@@ -34,7 +34,7 @@ from ml_service.imaging.device_preprocess import prepare_on_device, use_device_p
 from ml_service.profiles import ProfileBook, default_profile
 from ml_service.results import SegmentationParams, SegmentationResult
 from ml_service.serving import fastpath_setup
-from ml_service.serving.batcher import BatchOutput, DynamicBatcher, Item
+from ml_service.serving.batcher import BatchOutput, DynamicBatcher, Item, busy_ms
 from ml_service.serving.calibration import budget_mb, calibrate
 from ml_service.serving.cpu_stages import (
     CpuStages,
@@ -350,7 +350,7 @@ class Engine:
             timings = {
                 "preprocess": 1000 * (t_pre - t0),
                 "queue": max(o.queued_ms for o in outputs),
-                "inference": sum(o.inference_ms for o in outputs),
+                "inference": busy_ms(outputs),
                 "postprocess": 1000 * (end - t_post),
                 "total": 1000 * (end - t0),
             }

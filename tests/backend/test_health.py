@@ -15,6 +15,12 @@ def test_healthz(client: TestClient) -> None:
     assert (r.status_code, r.json()) == (200, {"status": "ok"})
 
 
+def test_probes_answer_under_the_api_prefix_too(client: TestClient) -> None:
+    r = client.get("/api/v1/healthz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert error_of(client.get("/api/v1/readyz")) == (503, "not_ready")  # no worker here
+
+
 def test_readyz_without_a_worker(client: TestClient) -> None:
     r = client.get("/readyz")
     assert error_of(r) == (503, "not_ready")

@@ -8,7 +8,7 @@ import pytest
 
 from ml_service.errors import EngineClosed, InvalidImage, OutOfMemory
 from ml_service.profiles import ModelProfile
-from ml_service.serving.batcher import DynamicBatcher
+from ml_service.serving.batcher import BatchOutput, DynamicBatcher, busy_ms
 from ml_service.serving.sizer import BatchSizer, MemoryLedger
 from tests.ml_service.fakes import FixedProbe, RecordingBackend
 
@@ -184,3 +184,15 @@ def test_cancelled_item_is_skipped() -> None:
     rest = [batcher.submit(item(0.0)) for _ in range(3)]
     assert all(f.result(timeout=10).batch_size == 3 for f in rest)
     batcher.close()
+
+
+def _out(started: float, ms: float) -> BatchOutput:
+    return BatchOutput(np.zeros((1, 1), np.float32), 1, 0.0, ms, started)
+
+
+def test_busy_time_counts_a_shared_batch_once_and_overlapping_batches_as_their_union() -> None:
+    same_batch = [_out(10.0, 200.0)] * 4  # four tiles of one batch of 200 ms
+    assert busy_ms(same_batch) == pytest.approx(200.0)
+    overlapping = [_out(0.0, 100.0), _out(0.05, 100.0), _out(1.0, 50.0)]
+    assert busy_ms(overlapping) == pytest.approx(150.0 + 50.0)
+    assert busy_ms([]) == 0.0
