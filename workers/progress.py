@@ -8,6 +8,7 @@ from uuid import UUID
 from contracts import events
 from contracts.db import repo, work
 from contracts.jobs_state import counts_payload, is_terminal, job_status
+from workers.eta import RateFacts, eta_seconds
 from workers.runtime import WorkerRuntime
 
 
@@ -22,10 +23,17 @@ def publish_image(rt: WorkerRuntime, row: Any, status: str, **extra: Any) -> Non
 
 def publish_job(rt: WorkerRuntime, job_id: str, user_id: int) -> None:
     """``job.progress`` now; ``job.done`` once, guarded by the database, when it is over."""
-    counts, total, position, rate = rt.run(work.job_progress(rt.pool, job_id))
+    p = rt.run(work.job_progress(rt.pool, job_id))
+    counts, total, position = p.counts, p.total, p.position
     payload = counts_payload(counts, total)
-    remaining = payload["queued"] + payload["processing"] + (position or 0)
-    eta = round(remaining / rate, 1) if rate > 0 and remaining else (0.0 if not remaining else None)
+    facts = RateFacts(
+        finished=payload["done"] + payload["failed"],
+        job_elapsed_s=p.job_elapsed_s,
+        recent=p.recent,
+        recent_span_s=p.recent_span_s,
+    )
+    seconds = eta_seconds(payload["queued"] + payload["processing"], position or 0, facts)
+    eta = None if seconds is None else round(seconds, 1)
     to = events.rooms(user_id, job_id)
     rt.events.emit(events.JOB_PROGRESS, events.job_progress(job_id, payload, position, eta), to)
     status = job_status(counts, total)

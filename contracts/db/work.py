@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -201,17 +202,21 @@ async def job_counts(pool: asyncpg.Pool, job_id: str) -> tuple[dict[str, int], i
 # migration 003 (images_finished, images_waiting), so its cost follows the work in hand, not
 # how many images are retained.
 JOB_PROGRESS_SQL = """
-WITH mine AS (SELECT status, created_at FROM images WHERE job_id = $1),
+WITH mine AS (SELECT status, created_at, started_at FROM images WHERE job_id = $1),
      per AS (SELECT status, count(*) AS n FROM mine GROUP BY status),
      first AS (
          SELECT min(created_at) AS t FROM mine WHERE status IN ('queued', 'dispatched')
+     ),
+     recent AS (
+         SELECT count(*) AS n, min(started_at) AS since FROM images
+         WHERE status IN ('done', 'failed') AND finished_at > now() - interval '60 seconds'
      )
 SELECT
     (SELECT array_agg(status) FROM per) AS statuses,
     (SELECT array_agg(n) FROM per) AS counts,
-    (SELECT count(*) FROM images
-      WHERE status IN ('done', 'failed')
-        AND finished_at > now() - interval '60 seconds') AS recent,
+    (SELECT n FROM recent) AS recent,
+    (SELECT extract(epoch FROM now() - since) FROM recent) AS recent_span_s,
+    (SELECT extract(epoch FROM now() - min(started_at)) FROM mine) AS job_elapsed_s,
     (SELECT count(*) FROM images, first
       WHERE first.t IS NOT NULL
         AND images.status IN ('queued', 'dispatched', 'processing')
@@ -220,16 +225,36 @@ SELECT
 """
 
 
-async def job_progress(
-    pool: asyncpg.Pool, job_id: str
-) -> tuple[dict[str, int], int, int | None, float]:
-    """In one round trip: the job's image counts per status and total (as :func:`job_counts`),
-    the images of all users waiting ahead of its first waiting image (``None`` when it has
-    nothing waiting), and the service's images/s over the last minute."""
+@dataclass(frozen=True)
+class JobProgress:
+    """A job's image counts per status and total (as :func:`job_counts`), the images of all
+    users waiting ahead of its first waiting image (``None`` when it has nothing waiting), and
+    the timings its ETA is estimated from (``workers.eta``)."""
+
+    counts: dict[str, int]
+    total: int
+    position: int | None
+    job_elapsed_s: float | None
+    recent: int
+    recent_span_s: float | None
+
+
+async def job_progress(pool: asyncpg.Pool, job_id: str) -> JobProgress:
+    """:class:`JobProgress` of ``job_id``, in one round trip."""
     row = await pool.fetchrow(JOB_PROGRESS_SQL, job_id)
     counts = dict(zip(row["statuses"] or [], row["counts"] or [], strict=True))
-    position = int(row["ahead"]) if row["waiting"] else None
-    return counts, sum(counts.values()), position, row["recent"] / 60.0
+
+    def seconds(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return JobProgress(
+        counts=counts,
+        total=sum(counts.values()),
+        position=int(row["ahead"]) if row["waiting"] else None,
+        job_elapsed_s=seconds(row["job_elapsed_s"]),
+        recent=int(row["recent"]),
+        recent_span_s=seconds(row["recent_span_s"]),
+    )
 
 
 # --- retention ---------------------------------------------------------------------------------

@@ -32,8 +32,10 @@ async def _job(conn: asyncpg.Connection, user: int, statuses: list[str], age_s: 
     for seq, status in enumerate(statuses):
         await conn.execute(
             "INSERT INTO images (id, job_id, user_id, seq, filename, sha256, size_bytes, width, "
-            "height, status, created_at, finished_at) VALUES ($1, $2, $3, $4, 'a.png', 'x', 1, "
-            "1, 1, $5, now() - make_interval(secs => $6), "
+            "height, status, created_at, started_at, finished_at) VALUES ($1, $2, $3, $4, 'a.png', "
+            "'x', 1, 1, 1, $5, now() - make_interval(secs => $6), "
+            "CASE WHEN $5 IN ('done', 'failed', 'processing') "
+            "THEN now() - make_interval(secs => $6) END, "
             "CASE WHEN $5 IN ('done', 'failed') THEN now() END)",
             uuid.uuid4(),
             job,
@@ -59,21 +61,23 @@ def test_counts_position_and_rate_in_one_query(dsn: str) -> None:
             later = await _job(conn, user, ["queued"], 1)  # behind mine: not ahead of it
             finished = await _job(conn, user, ["done", "cancelled"], 5)
 
-            counts, total, position, rate = await work.job_progress(pool, mine)
-            assert counts == {"done": 1, "queued": 1, "dispatched": 1} and total == 3
-            assert position == 2
-            assert rate == pytest.approx(5 / 60)  # 3 of the old job, 1 of mine, 1 finished
-            assert (await work.job_counts(pool, mine)) == (counts, total)
+            p = await work.job_progress(pool, mine)
+            assert p.counts == {"done": 1, "queued": 1, "dispatched": 1} and p.total == 3
+            assert p.position == 2
+            assert p.recent == 5  # 3 of the old job, 1 of mine, 1 finished
+            assert p.recent_span_s == pytest.approx(30, abs=5)  # from the oldest one's start
+            assert p.job_elapsed_s == pytest.approx(10, abs=5)  # from mine's first start
+            assert (await work.job_counts(pool, mine)) == (p.counts, p.total)
 
-            _, _, position, _ = await work.job_progress(pool, later)
-            assert position == 4  # the old job's 2 and mine's 2
+            assert (await work.job_progress(pool, later)).position == 4  # old job's 2, mine's 2
 
-            counts, total, position, _ = await work.job_progress(pool, finished)
-            assert counts == {"done": 1, "cancelled": 1} and total == 2
-            assert position is None  # nothing waiting
+            p = await work.job_progress(pool, finished)
+            assert p.counts == {"done": 1, "cancelled": 1} and p.total == 2
+            assert p.position is None  # nothing waiting
 
-            counts, total, position, _ = await work.job_progress(pool, str(uuid.uuid4()))
-            assert counts == {} and total == 0 and position is None
+            p = await work.job_progress(pool, str(uuid.uuid4()))
+            assert p.counts == {} and p.total == 0 and p.position is None
+            assert p.job_elapsed_s is None
         finally:
             await pool.close()
             await conn.close()
