@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 
-from loadtest.__main__ import synthetic_images
 from loadtest.cpu_accounting import account, snapshot
+from loadtest.images import synthetic_images
 from loadtest.report import summarize
 from loadtest.runner import Workload, run_workload
 from ml_service.serving.engine import Engine

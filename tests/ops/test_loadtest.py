@@ -6,9 +6,10 @@ import asyncio
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from loadtest.__main__ import synthetic_images
+from loadtest.images import png_bytes, synthetic_images
 from loadtest.report import ImageRecord, RunResult, summarize
 from loadtest.runner import NotLoopback, Workload, check_loopback, run_workload
 from tests.harness import ADMIN_KEY, Service
@@ -71,7 +72,7 @@ def test_workload_refuses_bad_settings() -> None:
 
 
 def test_cli_refuses_think_time_outside_closed_mode(capsys: pytest.CaptureFixture[str]) -> None:
-    from loadtest.__main__ import main
+    from loadtest.cli import main
 
     for argv in (["--think-s", "1"], ["--mode", "closed", "--think-s", "-1"], ["--mode", "x"]):
         with pytest.raises(SystemExit) as exc:
@@ -133,3 +134,20 @@ def test_closed_mode_fairness_compares_median_latencies() -> None:
     assert summarize(run)["fairness"] == 0.5  # median 0.3 s / median 0.6 s
     run.images = run.images[:2]  # a user with nothing done is as unfair as it gets
     assert summarize(run)["fairness"] == 0.0
+
+
+def test_drawn_images_are_pngs_the_service_reads(tmp_path: Path) -> None:
+    import cv2
+
+    from imageheader import read_header
+
+    paths = synthetic_images(2, 96, tmp_path, seed=3)
+    assert [p.name for p in paths] == ["synthetic-0000.png", "synthetic-0001.png"]
+    for path in paths:
+        data = path.read_bytes()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (96, 96) and image.dtype == np.uint8
+        assert image.max() > 100 > 40 > np.median(image)  # bright discs on a dark field
+        assert read_header(data).width == 96
+    with pytest.raises(ValueError):
+        png_bytes(np.zeros((4, 4, 3), np.uint8))
