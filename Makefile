@@ -10,10 +10,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run demo test lint profile bench train clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e ./client -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service contracts backend workers loadtest cellseg_client scripts && $(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service contracts backend workers loadtest client/cellseg_client scripts && $(VENV)/bin/lint-imports
 
 profile: install
 	$(PY) -m ml_service.tools.profile $(ARGS)

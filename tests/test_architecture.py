@@ -36,7 +36,7 @@ def test_mypy_is_clean() -> None:
         "workers",
         "scripts",
         "loadtest",
-        "cellseg_client",
+        "client/cellseg_client",
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

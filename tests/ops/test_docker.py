@@ -89,7 +89,7 @@ def test_ports_and_healthcheck_paths_exist_in_the_app() -> None:
 
 
 def test_images_copy_every_project_package_their_code_imports() -> None:
-    project = {"imageheader", "models", "ml_service", "backend", "workers"}
+    project = {"imageheader", "models", "ml_service", "contracts", "backend", "workers"}
     for dockerfile, entry in (("Dockerfile.gateway", "backend"), ("Dockerfile.worker", "workers")):
         copied = set(re.findall(r"^COPY (\w+) ", (DOCKER / dockerfile).read_text(), re.M))
         needed, todo = set(), [entry]
@@ -101,3 +101,4 @@ def test_images_copy_every_project_package_their_code_imports() -> None:
                     if name in project and name not in needed:
                         todo.append(name)
         assert needed <= copied, f"{dockerfile} lacks {sorted(needed - copied)}"
+        assert copied <= needed, f"{dockerfile} copies unused {sorted(copied - needed)}"

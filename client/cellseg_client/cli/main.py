@@ -323,7 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not key and args.command != "health":
         parser.error("no API key: give --api-key or set CELLSEG_API_KEY")
     try:
-        return int(asyncio.run(_dispatch(args, url, key or "", display)))
+        code = int(asyncio.run(_dispatch(args, url, key or "", display)))
+        sys.stdout.flush()  # a reader that left shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except KeyboardInterrupt:
         log.error("interrupted; re-run the same command to resume")
         return Exit.INTERRUPTED
@@ -339,3 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CellsegError as exc:  # TransportError and the like: no answer
         log.error("cannot reach the service: %s", exc)
         return Exit.UNAVAILABLE
+
+
+def _reader_left() -> int:
+    """The process reading our output stopped (``cellseg jobs | head``): end quietly.
+
+    Standard output is pointed at /dev/null so the interpreter's final flush raises nothing;
+    the exit code is 0, as for a command whose reader simply had enough.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return Exit.OK
+

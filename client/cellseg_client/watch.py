@@ -238,6 +238,7 @@ class JobWatcher:
 
     async def _on_connect(self) -> None:
         self.socket_connected = True
+        log.info("live progress: Socket.IO connected")
         for job_id in self.tracker.pending_jobs:
             await self._subscribe(job_id)
         self._post("_reconnected", None)
