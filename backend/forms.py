@@ -24,7 +24,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
 from backend.errors import BadRequest, PayloadTooLarge
-from backend.uploads import UploadBatch, upload_too_large
+from backend.uploads import UploadBatch, about_file, safe_filename, upload_too_large
 
 MAX_TEXT_FIELD_BYTES = 1024
 MAX_PARTS_OVERHEAD = 64
@@ -192,12 +192,17 @@ class _State:
         part = _Part(headers, name)
         if name == self.file_field:
             self.files += 1
-            if self.files > self.max_files:
-                raise PayloadTooLarge(
-                    "too_many_files",
-                    f"too many files: at most {self.max_files} per job (MAX_FILES_PER_JOB)",
-                )
             filename = options.get(b"filename")
+            if self.files > self.max_files:
+                name = _decode(filename) if filename is not None else f"image-{self.files}"
+                raise about_file(
+                    PayloadTooLarge(
+                        "too_many_files",
+                        f"too many files: at most {self.max_files} per job (MAX_FILES_PER_JOB)",
+                    ),
+                    safe_filename(name, f"image-{self.files}"),
+                    self.files - 1,
+                )
             self.batch.begin(_decode(filename) if filename is not None else None)
             part.kind = "file"
         elif name in self.text_fields:

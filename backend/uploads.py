@@ -42,7 +42,7 @@ from typing import BinaryIO, TypeVar
 import asyncpg
 from starlette.concurrency import run_in_threadpool
 
-from backend.errors import PayloadTooLarge, ServiceUnavailable
+from backend.errors import ApiError, PayloadTooLarge, ServiceUnavailable
 from backend.imagecheck import ImageHeader, check_image
 from contracts.db import repo
 from contracts.storage import BlobStore, FileStore, StorageError, upload_key
@@ -164,7 +164,7 @@ class UploadBatch:
             raise RuntimeError("UploadBatch.write() outside begin()/end()")
         self.total_bytes += len(data)
         if self.total_bytes > self.max_total_bytes:
-            raise upload_too_large(self.max_total_bytes)
+            raise about_file(upload_too_large(self.max_total_bytes), up.filename, up.seq)
         up.hash.update(data)
         try:
             up.file.write(data)
@@ -181,7 +181,12 @@ class UploadBatch:
         up, self._open = self._open, None
         if up is None:
             raise RuntimeError("UploadBatch.end() without begin()")
-        header = await run_in_threadpool(self._finish_file, up)
+        try:
+            header = await run_in_threadpool(self._finish_file, up)
+        except ApiError as exc:
+            if isinstance(exc, ServiceUnavailable):
+                raise
+            raise about_file(exc, up.filename, up.seq) from None
         stored = StoredUpload(up.seq, up.filename, up.hash.hexdigest(), up.size, header, up.path)
         self.files.append(stored)
         return stored
@@ -268,6 +273,17 @@ class UploadBatch:
             except OSError as exc:  # pragma: no cover - e.g. directory gone
                 log.warning("cannot remove temp upload %s: %r", path, exc)
         self._temps.clear()
+
+
+def about_file(exc: ApiError, filename: str, index: int) -> ApiError:
+    """``exc`` naming the file it is about: the message starts with its name and position
+    (1-based, as people count) and the JSON error carries ``file`` and ``index`` (0-based, the
+    position of its part among the request's files)."""
+    if "file" not in exc.details:
+        exc.message = f"{filename} (file {index + 1}): {exc.message}"
+        exc.args = (exc.message,)
+        exc.details.update(file=filename, index=index)
+    return exc
 
 
 def upload_too_large(max_total_bytes: int) -> PayloadTooLarge:

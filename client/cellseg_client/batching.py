@@ -67,12 +67,14 @@ def too_large_message(size: int, limits: Limits) -> str:
 async def send_isolating(
     batch: list[T], send: Callable[[list[T]], Awaitable[R]]
 ) -> list[tuple[list[T], R | ApiError]]:
-    """``send(batch)``; when the server refuses it for one of :data:`FILE_ERROR_CODES`, send
-    its items one by one instead, so the bad file fails alone.
+    """``send(batch)``; when the server refuses it for one of :data:`FILE_ERROR_CODES`, the
+    file it names (the error's ``index``) fails alone and the rest is sent again; an answer
+    that names no file makes every item go on its own, so the bad file fails alone anyway.
 
     Returns:
         ``(items, outcome)`` pairs: the whole batch with ``send``'s answer, or, after a file
-        error, one pair per item with its answer or its :class:`ApiError`.
+        error, pairs of the items sent together again (or one by one) with their answer or
+        :class:`ApiError`.
 
     Raises:
         ApiError: a refusal that is not about a file (key, parameters), as ``send`` raised it.
@@ -84,6 +86,10 @@ async def send_isolating(
             raise
         if len(batch) == 1:
             return [(batch, exc)]
+        index = exc.details.get("index")
+        if isinstance(index, int) and 0 <= index < len(batch):
+            rest = batch[:index] + batch[index + 1 :]
+            return [([batch[index]], exc), *await send_isolating(rest, send)]
     out: list[tuple[list[T], R | ApiError]] = []
     for item in batch:
         out += await send_isolating([item], send)

@@ -145,8 +145,10 @@ def test_upload_over_max_upload_mb_without_content_length(
 
 def test_too_many_files(client: TestClient, user: ApiUser, nothing: Nothing) -> None:
     files = [(f"{i}.png", images.png()) for i in range(MAX_FILES + 1)]
-    message = refused(post_job(client, user, files), 413, "too_many_files")
+    r = post_job(client, user, files)
+    message = refused(r, 413, "too_many_files")
     assert str(MAX_FILES) in message
+    assert r.json()["error"]["index"] == MAX_FILES  # the first file over the limit
 
 
 def test_third_file_bad_keeps_nothing_of_the_first_two(
@@ -157,6 +159,36 @@ def test_third_file_bad_keeps_nothing_of_the_first_two(
     refused(post_job(client, user, files), 415, "unsupported_format")
     for content in good:
         assert hashlib.sha256(content).hexdigest() not in upload_files(nothing.upload_dir)
+
+
+@pytest.mark.parametrize(
+    ("bad", "status", "code"),
+    [
+        (b"just some text, renamed", 415, "unsupported_format"),
+        (b"", 422, "empty_file"),
+    ],
+    ids=["text-renamed-png", "empty"],
+)
+def test_one_bad_file_among_good_ones_is_named_with_its_position(
+    client: TestClient, user: ApiUser, nothing: Nothing, bad: bytes, status: int, code: str
+) -> None:
+    files = [(f"good-{i}.png", images.png()) for i in range(4)]
+    files.insert(2, ("notes.png", bad))
+    r = post_job(client, user, files)
+    message = refused(r, status, code)
+    error = r.json()["error"]
+    assert (error["file"], error["index"]) == ("notes.png", 2)
+    assert message.startswith("notes.png (file 3): ")
+
+
+def test_the_file_crossing_the_upload_limit_is_named(
+    client: TestClient, user: ApiUser, nothing: Nothing
+) -> None:
+    big = b"II*\x00" + bytes(MAX_UPLOAD_MB * 1024 * 1024)
+    files = [("a.png", images.png()), ("b.png", images.png()), ("big.tif", big)]
+    r = post_job(client, user, files)
+    refused(r, 413, "upload_too_large")
+    assert r.json()["error"]["file"] == "big.tif" and r.json()["error"]["index"] == 2
 
 
 # --- parameters --------------------------------------------------------------------------------

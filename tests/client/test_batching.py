@@ -66,3 +66,20 @@ def test_a_request_error_is_raised_not_isolated() -> None:
     with pytest.raises(ValidationFailed):
         asyncio.run(send_isolating(["a", "b"], send))
     assert calls == 1
+
+
+def test_the_file_the_server_names_fails_alone_and_the_rest_goes_together() -> None:
+    sent: list[list[str]] = []
+
+    async def send(batch: list[str]) -> str:
+        sent.append(batch)
+        if "bad" in batch:
+            i = batch.index("bad")
+            details = {"file": "bad.png", "index": i}
+            raise ValidationFailed(422, "empty_file", "bad.png (file 2): empty", details)
+        return "job-" + "".join(batch)
+
+    outcomes = asyncio.run(send_isolating(["a", "bad", "b", "c"], send))
+    assert sent == [["a", "bad", "b", "c"], ["a", "b", "c"]]
+    assert outcomes[0][0] == ["bad"] and isinstance(outcomes[0][1], ApiError)
+    assert outcomes[1] == (["a", "b", "c"], "job-abc")

@@ -26,6 +26,10 @@ def test_models_jobs_status_cancel_health(
     assert job.id in capsys.readouterr().out
     assert run_cli(service.url, user.key, "status", job.id, "--json") == Exit.OK
     assert json.loads(capsys.readouterr().out)["status"] == "done"
+    assert run_cli(service.url, user.key, "status", job.id[:8]) == Exit.OK  # as the page shows
+    assert f"job {job.id}: done" in capsys.readouterr().out
+    assert run_cli(service.url, user.key, "status", "ffffffff") == Exit.USAGE
+    assert "no job of yours starts with 'ffffffff'" in capsys.readouterr().err
     assert run_cli(service.url, user.key, "cancel", job.id) == Exit.OK
     assert "0 cancelled" in capsys.readouterr().out
     assert run_cli(service.url, user.key, "health") == Exit.OK

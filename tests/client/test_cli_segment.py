@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from cellseg_client.cli.manifest import MANIFEST_NAME, Manifest, RunParams
 from tests.client.conftest import User, image_rows, run_cli, spawn_cli, write_pngs
 from tests.client.stub import Proxy, ServerThread
@@ -143,3 +145,24 @@ def test_killed_mid_run_it_resumes_without_uploading_anything_twice(
 
     assert run_cli(small_gateway, victim.key, *args, "--out", out) == 0  # done: nothing to do
     assert len(image_rows(service, victim)) == 12
+
+
+def test_a_refused_run_leaves_out_free_and_a_bad_file_is_named(
+    service: Service, user: User, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "plate"
+    good = write_pngs(src, 3, seed=7)
+    (src / "notes.png").write_bytes(b"not an image, just renamed")  # the client skips it
+    (src / "cut.png").write_bytes(good[0].read_bytes()[:60])  # the server refuses it
+    out = tmp_path / "out"
+    code = run_cli(service.url, user.key, "segment", src, "--model", "resnet", "--out", out, "-q")
+    assert code != 0
+    assert "unknown model" in capsys.readouterr().err
+    assert not (out / MANIFEST_NAME).exists()  # the refused run did not lock OUT
+    code = run_cli(service.url, user.key, "segment", src, "--model", "unet", "--out", out, "-q")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["done"] == 3 and summary["counts"]["rejected"] == 1
+    assert [s["path"].rsplit("/", 1)[-1] for s in summary["skipped"]] == ["notes.png"]
+    bad = next(e for e in summary["images"] if e["image"] == "cut.png")
+    assert bad["error"]["code"] == "invalid_image"
+    assert bad["error"]["message"].startswith("cut.png (file ")

@@ -78,3 +78,22 @@ def test_a_file_that_is_not_a_manifest_is_refused_clearly(tmp_path: Path, head: 
     (tmp_path / MANIFEST_NAME).write_text(head + "\n")
     with pytest.raises(ManifestError, match="not a cellseg manifest"):
         Manifest.open(tmp_path, PARAMS)
+
+
+def test_a_run_with_nothing_uploaded_can_forget_its_manifest(tmp_path: Path) -> None:
+    m = Manifest.open(tmp_path, PARAMS)
+    m.record_abandoned(m.record_pending(["h1"], ["a.png"]))  # the server refused the request
+    m.close()
+    assert m.forget_if_unused() and not (tmp_path / MANIFEST_NAME).exists()
+    Manifest.open(tmp_path, RunParams("unet", 0.5, 50)).close()  # other parameters: welcome
+
+
+def test_a_run_with_an_upload_keeps_its_manifest(tmp_path: Path) -> None:
+    m = Manifest.open(tmp_path, PARAMS)
+    m.record_uploaded(m.record_pending(["h1"], ["a.png"]), "job1", {"h1": "i1"})
+    m.close()
+    assert not m.forget_if_unused() and (tmp_path / MANIFEST_NAME).exists()
+    m = Manifest.open(tmp_path, PARAMS)
+    m.record_pending(["h2"], ["b.png"])  # cut off: the server may have it
+    m.close()
+    assert not m.forget_if_unused()

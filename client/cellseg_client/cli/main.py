@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cellseg_client.async_client import AsyncClient
+from cellseg_client.cli.jobref import resolve_job_id
 from cellseg_client.cli.manifest import ManifestError
 from cellseg_client.cli.outputs import FORMATS
 from cellseg_client.cli.progress import Display, RichDisplay, make_display
@@ -201,7 +202,7 @@ async def cmd_jobs(client: AsyncClient, args: argparse.Namespace) -> Exit:
 
 
 async def cmd_status(client: AsyncClient, args: argparse.Namespace) -> Exit:
-    job = await client.job(args.job_id)
+    job = await client.job(await resolve_job_id(client, args.job_id))
     if args.json:
         _print(json.dumps(job.raw, indent=1))
         return Exit.OK
@@ -222,7 +223,7 @@ async def cmd_status(client: AsyncClient, args: argparse.Namespace) -> Exit:
 
 
 async def cmd_cancel(client: AsyncClient, args: argparse.Namespace) -> Exit:
-    body = await client.cancel(args.job_id)
+    body = await client.cancel(await resolve_job_id(client, args.job_id))
     if args.json:
         _print(json.dumps(body, indent=1))
         return Exit.OK

@@ -5,7 +5,8 @@ instant leaves a log that says everything that happened before (a torn last line
 Records, in order of use:
 
 - ``{"op": "run", "version", "model", "threshold", "min_area"}``: first line; a re-run with
-  other parameters into the same ``OUT`` is refused.
+  other parameters into the same ``OUT`` is refused. A run that ends in an error before any
+  upload reached the server removes its manifest (:meth:`Manifest.forget_if_unused`).
 - ``{"op": "pending", "batch", "hashes", "filenames", "at"}``: an upload is about to be sent.
 - ``{"op": "uploaded", "batch", "job_id", "images": {hash: image_id}}``: the server took it.
 - ``{"op": "abandoned", "batch"}``: a pending upload that never reached the server.
@@ -151,6 +152,15 @@ class Manifest:
 
     def close(self) -> None:
         self._log.close()
+
+    def forget_if_unused(self) -> bool:
+        """Remove the manifest when no upload reached the server and none may have (nothing
+        ``uploaded``, nothing ``pending``), so a later run may use other parameters. Call it
+        after :meth:`close`. Returns whether it was removed."""
+        if self.state.uploaded or self.state.pending:
+            return False
+        self.path.unlink(missing_ok=True)
+        return True
 
     def record_pending(self, hashes: list[str], filenames: list[str]) -> str:
         batch = uuid.uuid4().hex

@@ -113,8 +113,13 @@ class SegmentRun:
                 await self._upload_and_watch([j.id for j in jobs])
             finally:
                 self.display.stop()
-        finally:
+        except BaseException:
             self.manifest.close()
+            # a run the server refused outright (e.g. an unknown model) must not tie OUT to
+            # its parameters: with nothing uploaded, its manifest is forgotten
+            self.manifest.forget_if_unused()
+            raise
+        self.manifest.close()
         return self._write_tables()
 
     # --- preparing -----------------------------------------------------------------------------
