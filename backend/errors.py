@@ -1,7 +1,11 @@
 """The gateway's typed errors and the ONE table that turns exceptions into JSON responses.
 
-Every error leaves the gateway as ``{"error": {"code": "...", "message": "...", ...}}`` with a
-4xx/5xx status. Routes raise :class:`ApiError` subclasses; they never build error responses.
+Every error leaves the gateway as ``{"error": {"code": "...", "message": "...", "retryable":
+bool, ...}}`` with a 4xx/5xx status (the shape is :class:`backend.schemas.errors.ErrorBody`).
+``retryable`` says whether the same request may succeed later: by default for 429, 502, 503 and
+504; causes of failed images take theirs from :data:`contracts.outcomes.OUTCOMES`
+(:func:`outcome_error`). Routes raise :class:`ApiError` subclasses; they never build error
+responses.
 :func:`install_error_handlers` maps, besides :class:`ApiError`:
 
 - FastAPI's ``RequestValidationError`` → 422 ``validation_failed``;
@@ -28,10 +32,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from contracts.outcomes import outcome
+
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 """``Retry-After`` sent with a 503 caused by a lost PostgreSQL or Redis connection."""
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses whose errors are ``retryable`` unless the error says otherwise."""
 
 
 class ApiError(Exception):
@@ -43,6 +52,8 @@ class ApiError(Exception):
         status: HTTP status; defaults to the subclass's.
         details: extra members of the JSON ``error`` object (e.g. ``{"status": "queued"}``).
         headers: extra response headers.
+        retryable: whether the same request may succeed later; by default for the statuses
+            in :data:`RETRYABLE_STATUSES`.
     """
 
     status: int = 400
@@ -55,6 +66,7 @@ class ApiError(Exception):
         *,
         details: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -63,6 +75,7 @@ class ApiError(Exception):
             self.status = status
         self.details = dict(details or {})
         self.headers = dict(headers or {})
+        self.retryable = self.status in RETRYABLE_STATUSES if retryable is None else retryable
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code!r}, {self.message!r}, {self.status})"
@@ -119,6 +132,23 @@ class ServiceUnavailable(ApiError):
             self.headers.setdefault("Retry-After", str(retry_after))
 
 
+def outcome_error(
+    code: str | None, message: str, *, details: Mapping[str, Any] | None = None
+) -> ApiError:
+    """The error for a failed image's ``code``, with the status and ``retryable`` of
+    :data:`contracts.outcomes.OUTCOMES` (an unknown code is ``internal_error``, 500)."""
+    found = outcome(code)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if found.status == 503 else None
+    return ApiError(
+        found.code,
+        message or found.meaning,
+        found.status,
+        details=details,
+        headers=headers,
+        retryable=found.retryable,
+    )
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 _HTTP_CODES = {
@@ -146,10 +176,18 @@ _REDIS_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON body of every error response: ``{"error": {"code", "message", ...details}}``."""
-    extra = {k: v for k, v in (details or {}).items() if k not in ("code", "message")}
-    return {"error": {"code": code, "message": message, **extra}}
+def error_body(
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    retryable: bool = False,
+) -> dict[str, Any]:
+    """The JSON body of every error response:
+    ``{"error": {"code", "message", "retryable", ...details}}``."""
+    reserved = ("code", "message", "retryable")
+    extra = {k: v for k, v in (details or {}).items() if k not in reserved}
+    return {"error": {"code": code, "message": message, "retryable": retryable, **extra}}
 
 
 def _json_error(
@@ -159,8 +197,12 @@ def _json_error(
     *,
     headers: Mapping[str, str] | None = None,
     details: Mapping[str, Any] | None = None,
+    retryable: bool | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    if retryable is None:
+        retryable = status in RETRYABLE_STATUSES
+    body = error_body(code, message, details, retryable=retryable)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _origin(tb: TracebackType | None) -> str | None:
@@ -205,7 +247,14 @@ def dependency_unavailable(name: str, exc: BaseException) -> ServiceUnavailable:
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         return await _unexpected(request, exc)
-    return _json_error(exc.status, exc.code, exc.message, headers=exc.headers, details=exc.details)
+    return _json_error(
+        exc.status,
+        exc.code,
+        exc.message,
+        headers=exc.headers,
+        details=exc.details,
+        retryable=exc.retryable,
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,7 +25,10 @@ class InvalidImage(EngineError):
 
 
 class UnsupportedFormat(InvalidImage):
-    """The image format (or its pixel type) is not one the engine reads."""
+    """The container format (magic bytes) or its compression is not one the engine reads.
+
+    A known container with a pixel type the engine does not read is an :class:`InvalidImage`,
+    as the gateway's upload check says too."""
 
     code = "unsupported_format"
 
@@ -40,6 +43,12 @@ class InvalidParameters(EngineError):
     """Segmentation parameters out of range (threshold, minimum area)."""
 
     code = "invalid_parameters"
+
+
+class TooManyObjects(InvalidParameters):
+    """More objects than a 16-bit label mask can hold (raise the threshold or min_area)."""
+
+    code = "too_many_objects"
 
 
 class UnknownModel(EngineError):

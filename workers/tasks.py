@@ -19,6 +19,7 @@ from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from contracts.db import repo, work
+from contracts.outcomes import code_for
 from contracts.settings import get_settings
 from contracts.storage import (
     BlobNotFound,
@@ -71,6 +72,14 @@ async def save_result(
         if not await asyncio.to_thread(store.exists, key):
             await asyncio.to_thread(store.put_bytes, key, mask_png)
         await work.store_result(conn, image_id, mask_key=key, **fields)
+
+
+def failure(exc: EngineError | BlobNotFound) -> tuple[str, str]:
+    """The ``(code, message)`` stored for an image that failed with ``exc``; the code is one
+    of :data:`contracts.outcomes.OUTCOMES`, which the gateway answers with."""
+    if isinstance(exc, BlobNotFound):
+        return "upload_missing", f"the upload {exc.key or exc} is missing from the blob store"
+    return code_for(exc.code), exc.message
 
 
 @worker_init.connect
@@ -129,8 +138,7 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
             timeout=rt.settings.task_time_limit_s
         )
     except (EngineError, BlobNotFound) as exc:
-        code = exc.code if isinstance(exc, EngineError) else "upload_missing"
-        message = exc.message if isinstance(exc, EngineError) else f"upload {exc.key} missing"
+        code, message = failure(exc)
         rt.run(work.fail_image(rt.pool, image_id, code, message))
         rt.count_image("failed")
         rt.metrics.observe_image(row["model"], "failed")

@@ -13,17 +13,19 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from backend.errors import ServiceUnavailable
+from backend.schemas.errors import ERROR_RESPONSES
+from backend.schemas.health import Alive, Ready
 from contracts.heartbeats import live_workers
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=ERROR_RESPONSES)
 
 CHECK_TIMEOUT_S = 1.0
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Alive:
     """The process is alive; touches no dependency."""
-    return {"status": "ok"}
+    return Alive()
 
 
 async def _check(probe: Awaitable[str]) -> dict[str, Any]:
@@ -60,7 +62,7 @@ async def _workers(request: Request) -> str:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, Any]:
+async def readyz(request: Request) -> Ready:
     """Ready when PostgreSQL answers ``SELECT 1``, Redis answers ``PING`` and at least one
     worker with a loaded model has a live heartbeat and is not draining; 503 ``not_ready``
     naming what failed."""
@@ -75,4 +77,4 @@ async def readyz(request: Request) -> dict[str, Any]:
             "not ready: " + "; ".join(f"{n}: {checks[n]['detail']}" for n in failed),
             details={"checks": checks},
         )
-    return {"status": "ready", "checks": checks}
+    return Ready.model_validate({"checks": checks})

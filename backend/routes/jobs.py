@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -24,91 +23,39 @@ from fastapi import APIRouter, Query, Request
 from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import NotFound, ValidationFailed
 from backend.forms import read_multipart
+from backend.schemas.errors import ERROR_RESPONSES
+from backend.schemas.fields import multipart_body
+from backend.schemas.jobs import (
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    TEXT_FIELDS,
+    Counts,
+    CreatedImage,
+    ImageError,
+    JobCancelled,
+    JobCreated,
+    JobDetail,
+    JobForm,
+    JobImage,
+    JobPage,
+    JobSummary,
+)
 from backend.uploads import UploadBatch
 from contracts.db import repo
 from contracts.jobs_state import counts_payload, is_terminal, job_status
-from contracts.requests import (
-    DEFAULT_MIN_AREA,
-    DEFAULT_THRESHOLD,
-    MAX_MIN_AREA,
-    MAX_THRESHOLD,
-    MIN_THRESHOLD,
-    MODEL_NAMES,
-)
+from contracts.outcomes import outcome
+from contracts.requests import DEFAULT_MIN_AREA, DEFAULT_THRESHOLD, MODEL_NAMES
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=ERROR_RESPONSES)
 
-THRESHOLD_RANGE = (MIN_THRESHOLD, MAX_THRESHOLD)
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 MULTIPART_OVERHEAD_PER_FILE = 2 * 1024
 
-_CREATE_JOB_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["files", "model"],
-                    "properties": {
-                        "files": {
-                            "type": "array",
-                            "items": {"type": "string", "format": "binary"},
-                            "description": "PNG, JPEG or TIFF images",
-                        },
-                        "model": {"type": "string", "enum": list(MODEL_NAMES)},
-                        "threshold": {
-                            "type": "number",
-                            "minimum": THRESHOLD_RANGE[0],
-                            "maximum": THRESHOLD_RANGE[1],
-                            "default": DEFAULT_THRESHOLD,
-                        },
-                        "min_area": {"type": "integer", "minimum": 0, "default": DEFAULT_MIN_AREA},
-                    },
-                }
-            }
-        },
-    }
-}
-
 
 # --- parameters --------------------------------------------------------------------------------
-
-
-def parse_model(value: str) -> str:
-    if value not in MODEL_NAMES:
-        raise ValidationFailed(
-            "unknown_model", f"unknown model {value!r}; choose one of: {', '.join(MODEL_NAMES)}"
-        )
-    return value
-
-
-def parse_threshold(value: str) -> float:
-    lo, hi = THRESHOLD_RANGE
-    try:
-        threshold = float(value)
-    except ValueError:
-        threshold = math.nan
-    if not lo <= threshold <= hi:
-        raise ValidationFailed(
-            "invalid_threshold", f"threshold must be a number from {lo} to {hi}, got {value!r}"
-        )
-    return threshold
-
-
-def parse_min_area(value: str) -> int:
-    try:
-        min_area = int(value)
-    except ValueError:
-        min_area = -1
-    if not 0 <= min_area <= MAX_MIN_AREA:
-        raise ValidationFailed(
-            "invalid_min_area", f"min_area must be a whole number of pixels >= 0, got {value!r}"
-        )
-    return min_area
 
 
 def parse_id(value: str) -> UUID:
@@ -130,23 +77,30 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def image_error(row: asyncpg.Record) -> dict[str, str] | None:
+def image_error(row: asyncpg.Record) -> ImageError | None:
+    """A failed image's reason with the ``retryable`` of its code (``contracts.outcomes``)."""
     if row["error_code"] is None and row["error"] is None:
         return None
-    return {"code": row["error_code"] or "failed", "message": row["error"] or ""}
+    found = outcome(row["error_code"])
+    return ImageError(
+        code=row["error_code"] or found.code,
+        message=row["error"] or "",
+        retryable=found.retryable,
+    )
 
 
 def job_summary(job: asyncpg.Record, counts: dict[str, int]) -> dict[str, Any]:
+    """The fields of :class:`JobSummary` (``JobDetail`` adds the images)."""
     total = job["total"]
     return {
-        "id": str(job["id"]),
+        "id": job["id"],
         "status": job_status(counts, total),
         "model": job["model"],
         "threshold": job["threshold"],
         "min_area": job["min_area"],
         "created_at": iso(job["created_at"]),
         "finished_at": iso(job["finished_at"]),
-        "counts": counts_payload(counts, total),
+        "counts": Counts(**counts_payload(counts, total)),
     }
 
 
@@ -194,11 +148,7 @@ async def accept_job(
             batch,
             file_field=file_field,
             max_files=max_files,
-            text_fields={
-                "model": parse_model,
-                "threshold": parse_threshold,
-                "min_area": parse_min_area,
-            },
+            text_fields=TEXT_FIELDS,
             max_body_bytes=max_bytes
             + MULTIPART_OVERHEAD_BYTES
             + MULTIPART_OVERHEAD_PER_FILE * max_files,
@@ -247,45 +197,43 @@ async def accept_job(
     return job_id, images, job
 
 
-@router.post("/jobs", status_code=202, openapi_extra=_CREATE_JOB_BODY)
+@router.post("/jobs", status_code=202, openapi_extra=multipart_body(JobForm))
 async def create_job(
     request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
-) -> dict[str, Any]:
+) -> JobCreated:
     """Upload images for segmentation (multipart). Answers only once every upload is stored
     and the job's rows are committed; nothing is kept when any part of the request fails."""
     job_id, images, job = await accept_job(request, user, settings, pool)
-    return {
-        "id": str(job_id),
-        "status": job_status({"queued": len(images)}, len(images)),
-        "model": job["model"],
-        "threshold": job["threshold"],
-        "min_area": job["min_area"],
-        "images": [
-            {"id": str(im.id), "filename": im.filename, "status": "queued"} for im in images
-        ],
-        "created_at": iso(job["created_at"]),
-    }
+    return JobCreated(
+        id=job_id,
+        status=job_status({"queued": len(images)}, len(images)),
+        model=job["model"],
+        threshold=job["threshold"],
+        min_area=job["min_area"],
+        images=[CreatedImage(id=im.id, filename=im.filename, status="queued") for im in images],
+        created_at=iso(job["created_at"]) or "",
+    )
 
 
 @router.get("/jobs")
 async def list_jobs(
     user: CurrentUser,
     pool: PoolDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> JobPage:
     """The caller's jobs, newest first: ``{items, total, limit, offset}`` (offset paging)."""
     rows, total = await repo.list_jobs(pool, user.id, limit=limit, offset=offset)
-    return {
-        "items": [job_summary(r, r["counts"]) for r in rows],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    return JobPage(
+        items=[JobSummary(**job_summary(r, r["counts"])) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> dict[str, Any]:
+async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> JobDetail:
     """One of the caller's jobs with its counts and every image's status and error."""
     jid = parse_id(job_id)
     job = await repo.get_job(pool, user.id, jid)
@@ -295,21 +243,21 @@ async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> dict[str, An
     counts: dict[str, int] = {}
     for im in images:
         counts[im["status"]] = counts.get(im["status"], 0) + 1
-    return {
+    return JobDetail(
         **job_summary(job, counts),
-        "images": [
-            {
-                "id": str(im["id"]),
-                "filename": im["filename"],
-                "status": im["status"],
-                "error": image_error(im),
-                "objects": im["objects"],
-                "width": im["width"],
-                "height": im["height"],
-            }
+        images=[
+            JobImage(
+                id=im["id"],
+                filename=im["filename"],
+                status=im["status"],
+                error=image_error(im),
+                objects=im["objects"],
+                width=im["width"],
+                height=im["height"],
+            )
             for im in images
         ],
-    }
+    )
 
 
 async def cancel_and_notify(
@@ -329,7 +277,7 @@ async def cancel_and_notify(
 @router.delete("/jobs/{job_id}")
 async def cancel_job(
     job_id: str, request: Request, user: CurrentUser, pool: PoolDep
-) -> dict[str, Any]:
+) -> JobCancelled:
     """Cancel the job's images that have not started; running ones finish. Answers the counts
     afterwards (``running`` = images still processing). Idempotent."""
     jid = parse_id(job_id)
@@ -337,11 +285,11 @@ async def cancel_job(
     if job is None:
         raise job_not_found(jid)
     counts, status = await cancel_and_notify(request, pool, jid, job["total"])
-    return {
-        "id": str(jid),
-        "status": status,
-        "cancelled": counts.get("cancelled", 0),
-        "running": counts.get("processing", 0),
-        "done": counts.get("done", 0),
-        "failed": counts.get("failed", 0),
-    }
+    return JobCancelled(
+        id=jid,
+        status=status,
+        cancelled=counts.get("cancelled", 0),
+        running=counts.get("processing", 0),
+        done=counts.get("done", 0),
+        failed=counts.get("failed", 0),
+    )

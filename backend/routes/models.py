@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from backend.deps import CurrentUser, RedisDep, SettingsDep
+from backend.schemas.errors import ERROR_RESPONSES
+from backend.schemas.models import Limits, ModelList
 from contracts.heartbeats import WorkerHeartbeat, live_workers
 from contracts.requests import MODEL_NAMES
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=ERROR_RESPONSES)
 
 
 def merge_workers(workers: list[WorkerHeartbeat]) -> list[dict[str, Any]]:
@@ -40,13 +42,15 @@ def merge_workers(workers: list[WorkerHeartbeat]) -> list[dict[str, Any]]:
 
 
 @router.get("/models")
-async def list_models(_user: CurrentUser, settings: SettingsDep, redis: RedisDep) -> dict[str, Any]:
+async def list_models(_user: CurrentUser, settings: SettingsDep, redis: RedisDep) -> ModelList:
     """Each model with its live workers (``"workers": []`` when none), and upload limits."""
-    return {
-        "models": merge_workers(await live_workers(redis, queues=settings.queues)),
-        "limits": {
-            "max_upload_mb": settings.max_upload_mb,
-            "max_files_per_job": settings.max_files_per_job,
-            "max_image_pixels": settings.max_image_pixels,
-        },
-    }
+    return ModelList.model_validate(
+        {
+            "models": merge_workers(await live_workers(redis, queues=settings.queues)),
+            "limits": Limits(
+                max_upload_mb=settings.max_upload_mb,
+                max_files_per_job=settings.max_files_per_job,
+                max_image_pixels=settings.max_image_pixels,
+            ),
+        }
+    )

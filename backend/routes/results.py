@@ -21,11 +21,17 @@ from backend.deps import CurrentUser, PoolDep, StoreDep
 from backend.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from backend.exports import ImagePayload, merge_coco, merge_geojson
 from backend.routes.jobs import image_error, job_not_found, parse_id
+from backend.schemas.errors import ERROR_RESPONSES
+from backend.schemas.jobs import ImageError
+from backend.schemas.results import CocoDataset, GeoJson, ImageResult, JobResults
 from contracts.db import repo
 from contracts.jobs_state import counts_payload, is_terminal, job_status
 from contracts.storage import BlobNotFound, StorageUnavailable
 
-router = APIRouter(tags=["results"])
+router = APIRouter(tags=["results"], responses=ERROR_RESPONSES)
+
+# The downloads pass the stored JSON through as it is (no re-validation of large documents):
+# ``response_model`` documents it, and FastAPI returns a ``Response`` unchanged.
 
 FORMATS: dict[str, Literal["result", "geojson", "coco"]] = {
     "json": "result",
@@ -38,7 +44,14 @@ MEDIA_TYPES = {
     "coco": "application/json",
 }
 
-FormatQuery = Annotated[str, Query(alias="format", description="json, geojson or coco")]
+FormatQuery = Annotated[
+    str,
+    Query(
+        alias="format",
+        description="json, geojson or coco",
+        json_schema_extra={"enum": list(FORMATS)},
+    ),
+]
 
 
 def _part(fmt: str) -> Literal["result", "geojson", "coco"]:
@@ -50,15 +63,19 @@ def _part(fmt: str) -> Literal["result", "geojson", "coco"]:
     return part
 
 
+def _dumped(error: ImageError | None) -> dict[str, Any] | None:
+    return error.model_dump() if error is not None else None
+
+
 def _not_ready(row: asyncpg.Record) -> Conflict:
     status = row["status"]
     if status == "failed":
         error = image_error(row)
-        reason = error["message"] if error else "no reason recorded"
+        reason = error.message if error else "no reason recorded"
         return Conflict(
             "not_ready",
             f"the image failed: {reason}",
-            details={"status": status, "image_error": error},
+            details={"status": status, "image_error": error.model_dump() if error else None},
         )
     if status == "cancelled":
         return Conflict("not_ready", "the image was cancelled", details={"status": status})
@@ -79,7 +96,11 @@ async def _image_row(
     return row
 
 
-@router.get("/jobs/{job_id}/images/{image_id}/result")
+@router.get(
+    "/jobs/{job_id}/images/{image_id}/result",
+    response_model=ImageResult | GeoJson | CocoDataset,
+    responses={200: {"content": {"application/geo+json": {}}}},
+)
 async def image_result(
     job_id: str, image_id: str, user: CurrentUser, pool: PoolDep, fmt: FormatQuery = "json"
 ) -> Response:
@@ -118,7 +139,11 @@ async def image_mask(
     return Response(data, media_type="image/png")
 
 
-@router.get("/jobs/{job_id}/results")
+@router.get(
+    "/jobs/{job_id}/results",
+    response_model=JobResults | GeoJson | CocoDataset,
+    responses={200: {"content": {"application/geo+json": {}}}},
+)
 async def job_results(
     job_id: str, user: CurrentUser, pool: PoolDep, fmt: FormatQuery = "json"
 ) -> Response:
@@ -158,7 +183,7 @@ async def job_results(
                     "image_id": str(r["id"]),
                     "filename": r["filename"],
                     "status": r["status"],
-                    "error": image_error(r),
+                    "error": _dumped(image_error(r)),
                     "result": r["payload"] if r["status"] == "done" else None,
                 }
                 for r in rows

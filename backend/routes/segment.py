@@ -5,31 +5,38 @@ job marked ``sync``); the request waits up to ``SYNC_TIMEOUT_S`` for it. On time
 cancelled if it has not started (nothing keeps running for an answer nobody waits for) and the
 answer is 504 ``timeout`` with the job and image ids; an image already running finishes and its
 result stays available under the job.
+
+A failed image answers with the status, ``code`` and ``retryable`` its cause has in the outcome
+table (``contracts.outcomes``): a client fault 4xx (``invalid_image``, ``too_many_objects``,
+...), a server fault 5xx (``out_of_memory``, ``engine_closed`` 503; ``upload_missing`` 500);
+a cancelled image 409 ``cancelled``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from backend.deps import CurrentUser, PoolDep, SettingsDep
-from backend.errors import ApiError
+from backend.errors import ApiError, outcome_error
 from backend.routes.jobs import accept_job, cancel_and_notify
+from backend.schemas.errors import ERROR_RESPONSES
+from backend.schemas.fields import multipart_body
+from backend.schemas.jobs import SegmentForm
+from backend.schemas.results import SegmentAnswer
 from contracts.db import repo
 
-router = APIRouter()
+router = APIRouter(tags=["segment"], responses=ERROR_RESPONSES)
 
 POLL_S = (0.05, 0.25)  # first and longest interval between status reads
 
 
-@router.post("/segment")
+@router.post("/segment", openapi_extra=multipart_body(SegmentForm))
 async def segment(
     request: Request, user: CurrentUser, settings: SettingsDep, pool: PoolDep
-) -> JSONResponse:
+) -> SegmentAnswer:
     """Multipart: ``file`` (one image), ``model``, ``threshold`` (0.05–0.95, default 0.5),
     ``min_area`` (default 50). Answers 200 with the result (as ``GET .../result``, plus
     ``job_id`` and ``image_id``)."""
@@ -46,14 +53,14 @@ async def segment(
         if row is None:  # pragma: no cover - the row was committed above
             raise ApiError("not_found", "the image vanished", 404, details=ids)
         if row["status"] == "done" and row["payload"] is not None:
-            body: dict[str, Any] = json.loads(row["payload"])
-            return JSONResponse({**ids, **body})
-        if row["status"] in ("failed", "cancelled"):
-            raise ApiError(
-                row["error_code"] or "image_failed",
-                row["error"] or f"the image was {row['status']}",
-                422,
-                details={**ids, "status": row["status"]},
+            return SegmentAnswer.model_validate({**json.loads(row["payload"]), **ids})
+        if row["status"] == "failed":
+            raise outcome_error(
+                row["error_code"], row["error"] or "", details={**ids, "status": "failed"}
+            )
+        if row["status"] == "cancelled":
+            raise outcome_error(
+                "cancelled", "the image was cancelled", details={**ids, "status": "cancelled"}
             )
         if loop.time() >= deadline:
             started = row["status"] == "processing"

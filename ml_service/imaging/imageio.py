@@ -8,7 +8,8 @@ same code); this module maps its errors to the engine's and decodes:
 
 1. the magic bytes name the format, else :class:`~ml_service.errors.UnsupportedFormat`;
 2. :func:`read_image_info` parses the header (PNG ``IHDR``, JPEG ``SOFn``, the first TIFF IFD)
-   and refuses degenerate sizes and pixel types the engine does not read;
+   and refuses degenerate sizes and pixel types the engine does not read
+   (:class:`~ml_service.errors.InvalidImage`, the gateway's ``invalid_image`` too);
 3. :func:`decode_image` checks ``width * height`` against ``max_pixels``
    (:class:`~ml_service.errors.ImageTooLarge`), then checks that the file is complete (every PNG
    chunk present with a valid CRC up to ``IEND``; a JPEG ``EOI`` marker after the first scan;
@@ -92,7 +93,7 @@ def _engine_errors() -> Iterator[None]:
     """Raise :mod:`imageheader` errors as the engine's."""
     try:
         yield
-    except (imageheader.UnknownFormat, imageheader.UnsupportedPixels) as exc:
+    except imageheader.UnknownFormat as exc:
         raise UnsupportedFormat(exc.message) from exc
     except imageheader.HeaderError as exc:
         raise InvalidImage(exc.message) from exc
@@ -113,9 +114,9 @@ def read_image_info(data: bytes) -> ImageInfo:
     """Describe an image from its header alone, without decoding pixels.
 
     Raises:
-        InvalidImage: empty, truncated or corrupt header, or a degenerate size
-            (width or height below :data:`MIN_SIDE`).
-        UnsupportedFormat: unknown format, or a pixel type the engine does not read.
+        InvalidImage: empty, truncated or corrupt header, a degenerate size (width or height
+            below :data:`MIN_SIDE`), or a pixel type the engine does not read.
+        UnsupportedFormat: unknown format.
     """
     with _engine_errors():
         return _info(imageheader.read_header(data))
@@ -135,8 +136,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         :func:`read_image_info`.
 
     Raises:
-        InvalidImage: empty, truncated, corrupt or degenerate image.
-        UnsupportedFormat: unknown format or unsupported pixel type.
+        InvalidImage: empty, truncated, corrupt or degenerate image, or a pixel type the
+            engine does not read.
+        UnsupportedFormat: unknown format, or a TIFF compression that cannot be decoded here.
         ImageTooLarge: more than ``max_pixels`` pixels.
     """
     if detect_format(data) == "tiff":

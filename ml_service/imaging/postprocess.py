@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 from skimage.measure import find_contours, regionprops
 
-from ml_service.errors import InvalidImage, InvalidParameters
+from ml_service.errors import InvalidImage, InvalidParameters, TooManyObjects
 
 MAX_OBJECTS = 65535
 """Most objects one label mask (uint16) can hold."""
@@ -114,8 +114,8 @@ def extract_objects(
         1..n consecutively in raster order of their first pixel; ``objects[i].id == i + 1``.
 
     Raises:
-        InvalidParameters: ``threshold`` or ``min_area`` out of range, or more than
-            :data:`MAX_OBJECTS` objects.
+        InvalidParameters: ``threshold`` or ``min_area`` out of range.
+        TooManyObjects: more than :data:`MAX_OBJECTS` objects (an ``InvalidParameters``).
         InvalidImage: ``prob`` is not a non-empty 2D real array.
     """
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold < 1:
@@ -131,7 +131,7 @@ def extract_objects(
     keep = stats[1:, cv2.CC_STAT_AREA] >= min_area
     kept = int(keep.sum())
     if kept > MAX_OBJECTS:
-        raise InvalidParameters(
+        raise TooManyObjects(
             f"{kept} objects found, more than the {MAX_OBJECTS} a label mask can hold; "
             "raise the threshold or min_area, or segment a smaller region"
         )

@@ -200,7 +200,11 @@ def test_get_job(client: TestClient, user: ApiUser, db: SyncDb) -> None:
     ims = body["images"]
     assert [im["status"] for im in ims] == ["done", "failed", "processing", "queued"]
     assert ims[0]["objects"] == 3 and ims[0]["error"] is None
-    assert ims[1]["error"] == {"code": "invalid_image", "message": "corrupt PNG: CRC mismatch"}
+    assert ims[1]["error"] == {
+        "code": "invalid_image",
+        "message": "corrupt PNG: CRC mismatch",
+        "retryable": False,
+    }
     assert (ims[2]["objects"], ims[2]["width"], ims[2]["height"]) == (None, 32, 24)
 
 

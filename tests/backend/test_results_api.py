@@ -40,7 +40,11 @@ def test_result_of_a_failed_image(client: TestClient, user: ApiUser, db: SyncDb)
     assert error_of(r) == (409, "not_ready")
     err = r.json()["error"]
     assert err["status"] == "failed"
-    assert err["image_error"] == {"code": "invalid_image", "message": "degenerate image"}
+    assert err["image_error"] == {
+        "code": "invalid_image",
+        "message": "degenerate image",
+        "retryable": False,
+    }
     assert "degenerate image" in err["message"]
 
 
@@ -103,7 +107,11 @@ def test_job_results_merge(client: TestClient, user: ApiUser, db: SyncDb) -> Non
     assert [im["status"] for im in body["images"]] == ["done", "failed", "done"]
     assert body["images"][0]["result"]["count"] == 2
     assert body["images"][1]["result"] is None
-    assert body["images"][1]["error"] == {"code": "invalid_image", "message": "corrupt"}
+    assert body["images"][1]["error"] == {
+        "code": "invalid_image",
+        "message": "corrupt",
+        "retryable": False,
+    }
 
     r = client.get(base + "?format=geojson", headers=user.headers)
     assert r.headers["content-type"].startswith("application/geo+json")

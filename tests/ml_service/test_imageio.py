@@ -352,10 +352,12 @@ _VOLUME = {"photometric": "minisblack", "volumetric": True, "tile": (16, 16)}
     ],
 )
 def test_unsupported_tiff_pixel_types(array: np.ndarray, kwargs: dict, match: str) -> None:
+    """A pixel type the engine does not read is ``invalid_image``, as at the gateway."""
     data = _tiff(array, **kwargs)
-    with pytest.raises(UnsupportedFormat, match=match):
+    with pytest.raises(InvalidImage, match=match) as info:
         read_image_info(data)
-    with pytest.raises(UnsupportedFormat, match=match):
+    assert info.value.code == "invalid_image"
+    with pytest.raises(InvalidImage, match=match):
         decode_image(data, MAX)
 
 
@@ -370,5 +372,6 @@ def test_12bit_jpeg_header_is_unsupported() -> None:
     data = bytearray(_jpeg(np.zeros((8, 8), np.uint8)))
     sof = data.index(b"\xff\xc0")
     data[sof + 4] = 12
-    with pytest.raises(UnsupportedFormat, match="12-bit"):
+    with pytest.raises(InvalidImage, match="12-bit") as info:
         read_image_info(bytes(data))
+    assert info.value.code == "invalid_image"

@@ -192,8 +192,9 @@ def test_probability_map_must_be_2d() -> None:
 def test_more_objects_than_uint16_labels_is_refused() -> None:
     prob = np.zeros((520, 520), np.float32)
     prob[::2, ::2] = 1  # 260 x 260 = 67600 isolated pixels
-    with pytest.raises(InvalidParameters, match=str(MAX_OBJECTS)):
+    with pytest.raises(InvalidParameters, match=str(MAX_OBJECTS)) as info:
         extract_objects(prob, 0.5, 0)
+    assert info.value.code == "too_many_objects"
 
 
 def test_object_limit_boundary(monkeypatch: pytest.MonkeyPatch) -> None:

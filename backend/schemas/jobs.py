@@ -1,0 +1,188 @@
+"""Jobs: the form's parameters (with their parsers), a job, its images, a page of jobs.
+
+A parameter is defined once, here, from the limits in :mod:`contracts.requests`: its annotated
+type documents it in the OpenAPI schema and its parser (used by the streaming form reader)
+validates it with that same type, answering 422 with the parameter's own code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from backend.errors import ValidationFailed
+from backend.schemas.fields import OneOf, Timestamp
+from contracts.jobs_state import IMAGE_STATUSES, JOB_STATUSES
+from contracts.requests import (
+    DEFAULT_MIN_AREA,
+    DEFAULT_THRESHOLD,
+    MAX_MIN_AREA,
+    MAX_THRESHOLD,
+    MIN_THRESHOLD,
+    MODEL_NAMES,
+)
+
+T = TypeVar("T")
+
+# --- parameters --------------------------------------------------------------------------------
+
+ModelName = Annotated[str, OneOf(MODEL_NAMES)]
+Threshold = Annotated[
+    float,
+    Field(
+        ge=MIN_THRESHOLD,
+        le=MAX_THRESHOLD,
+        allow_inf_nan=False,
+        description="foreground probability cut-off",
+    ),
+]
+MinArea = Annotated[
+    int, Field(ge=0, le=MAX_MIN_AREA, description="objects with fewer pixels are dropped")
+]
+
+MAX_PAGE_SIZE = 100
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's ``OFFSET`` is a bigint: larger offsets are refused with a 422, not sent."""
+
+
+class JobParams(BaseModel):
+    """The text fields of the job form (``POST /jobs``, ``POST /segment``)."""
+
+    model: ModelName
+    threshold: Threshold = DEFAULT_THRESHOLD
+    min_area: MinArea = DEFAULT_MIN_AREA
+
+
+class JobForm(JobParams):
+    """``POST /api/v1/jobs``: one or more images and the parameters."""
+
+    files: list[bytes] = Field(
+        min_length=1,
+        description="PNG, JPEG or TIFF images; at most MAX_FILES_PER_JOB of at most "
+        "MAX_UPLOAD_MB together (`GET /api/v1/models` → `limits`)",
+    )
+
+
+class SegmentForm(JobParams):
+    """``POST /api/v1/segment``: one image and the parameters."""
+
+    file: bytes = Field(description="one PNG, JPEG or TIFF image")
+
+
+def _parser(adapter: TypeAdapter[T], code: str, explain: str) -> Any:
+    def parse(value: str) -> T:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError:
+            raise ValidationFailed(code, f"{explain}, got {value!r}") from None
+
+    return parse
+
+
+parse_model = _parser(
+    TypeAdapter(ModelName), "unknown_model", f"model must be one of: {', '.join(MODEL_NAMES)}"
+)
+parse_threshold = _parser(
+    TypeAdapter(Threshold),
+    "invalid_threshold",
+    f"threshold must be a number from {MIN_THRESHOLD} to {MAX_THRESHOLD}",
+)
+parse_min_area = _parser(
+    TypeAdapter(MinArea),
+    "invalid_min_area",
+    f"min_area must be a whole number of pixels from 0 to {MAX_MIN_AREA}",
+)
+
+TEXT_FIELDS = {"model": parse_model, "threshold": parse_threshold, "min_area": parse_min_area}
+"""The form reader's parser per text field of :class:`JobParams`."""
+
+# --- answers -----------------------------------------------------------------------------------
+
+ImageStatus = Annotated[str, OneOf(IMAGE_STATUSES)]
+JobStatus = Annotated[str, OneOf(JOB_STATUSES)]
+
+
+class Counts(BaseModel):
+    """A job's images by status as users see them (``queued`` includes ``dispatched``)."""
+
+    total: int
+    queued: int
+    processing: int
+    done: int
+    failed: int
+    cancelled: int
+
+
+class ImageError(BaseModel):
+    """Why an image failed: a code of the outcome table (``contracts.outcomes``)."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class CreatedImage(BaseModel):
+    id: UUID
+    filename: str
+    status: ImageStatus
+
+
+class JobCreated(BaseModel):
+    """``POST /jobs`` (202): the job and its images, all queued."""
+
+    id: UUID
+    status: JobStatus
+    model: str
+    threshold: float
+    min_area: int
+    images: list[CreatedImage]
+    created_at: Timestamp
+
+
+class JobSummary(BaseModel):
+    id: UUID
+    status: JobStatus
+    model: str
+    threshold: float
+    min_area: int
+    created_at: Timestamp
+    finished_at: Timestamp | None
+    counts: Counts
+
+
+class JobImage(BaseModel):
+    id: UUID
+    filename: str
+    status: ImageStatus
+    error: ImageError | None
+    objects: int | None
+    width: int | None
+    height: int | None
+
+
+class JobDetail(JobSummary):
+    """``GET /jobs/{id}``: the job, its counts and every image."""
+
+    images: list[JobImage]
+
+
+class JobPage(BaseModel):
+    """``GET /jobs``: one page of the caller's jobs, newest first."""
+
+    items: list[JobSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobCancelled(BaseModel):
+    """``DELETE /jobs/{id}``: the counts after the cancel (``running``: still processing)."""
+
+    id: UUID
+    status: JobStatus
+    cancelled: int
+    running: int
+    done: int
+    failed: int
