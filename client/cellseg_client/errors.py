@@ -43,6 +43,13 @@ class ApiError(CellsegError):
         self.details = dict(details or {})
         self.retry_after = retry_after
 
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later: the server's ``retryable`` when the
+        body had one, else true for 429, 502, 503 and 504."""
+        said = self.details.get("retryable")
+        return said if isinstance(said, bool) else self.status in (429, 502, 503, 504)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.code!r}, {self.message!r})"
 

@@ -1,4 +1,9 @@
-"""Typed views of the service's JSON answers (built with ``from_json``; ``raw`` keeps it all)."""
+"""Typed views of the service's JSON answers (built with ``from_json``; ``raw`` keeps it all).
+
+Hand-written mirrors of the gateway's answer models (its OpenAPI schema, ``/openapi.json``):
+each class has the fields of the component of the same name (:class:`Job` those of
+``JobDetail``); a test of the service holds the two together.
+"""
 
 from __future__ import annotations
 
@@ -72,14 +77,21 @@ class Counts:
 
 @dataclass(frozen=True)
 class ImageError:
+    """Why an image failed: a stable ``code`` and whether sending it again may succeed."""
+
     code: str
     message: str
+    retryable: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ImageError | None:
         if not data:
             return None
-        return cls(str(data.get("code") or "failed"), str(data.get("message") or ""))
+        return cls(
+            str(data.get("code") or "failed"),
+            str(data.get("message") or ""),
+            bool(data.get("retryable", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ class JobImage:
     status: str
     error: ImageError | None = None
     objects: int | None = None
+    width: int | None = None
+    height: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobImage:
@@ -100,6 +114,8 @@ class JobImage:
             status=str(data.get("status") or "queued"),
             error=ImageError.from_json(data.get("error")),
             objects=data.get("objects"),
+            width=data.get("width"),
+            height=data.get("height"),
         )
 
 

@@ -36,3 +36,22 @@ def test_a_body_that_is_not_the_services_still_gives_a_typed_error() -> None:
     exc = errors.api_error(502, None, "<html>Bad Gateway</html>")
     assert isinstance(exc, errors.ServiceUnavailable)
     assert exc.code == "http_502" and "Bad Gateway" in exc.message
+
+
+@pytest.mark.parametrize(
+    ("status", "said", "retryable"),
+    [
+        (503, True, True),
+        (500, True, True),
+        (503, None, True),
+        (422, None, False),
+        (500, None, False),
+    ],
+)
+def test_retryable_is_the_servers_word_else_the_status(
+    status: int, said: bool | None, retryable: bool
+) -> None:
+    error: dict[str, object] = {"code": "c", "message": "m"}
+    if said is not None:
+        error["retryable"] = said
+    assert errors.api_error(status, {"error": error}).retryable is retryable
