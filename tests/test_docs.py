@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.outcomes import OUTCOMES
 from contracts.settings import Settings
 from ml_service.settings import EngineSettings
 from workers.settings import WorkerSettings
@@ -22,3 +23,10 @@ def env_names() -> set[str]:
 def test_every_setting_is_documented_in_the_readme() -> None:
     missing = sorted(n for n in env_names() if f"`{n}`" not in README)
     assert not missing, f"README configuration table lacks: {missing}"
+
+
+def test_every_outcome_code_is_documented() -> None:
+    api = (Path(__file__).resolve().parent.parent / "docs" / "api.md").read_text()
+    for o in OUTCOMES.values():
+        row = f"| `{o.code}` | {o.status} | {'yes' if o.retryable else 'no'} |"
+        assert row in api, f"docs/api.md lacks the row of {o.code}"
