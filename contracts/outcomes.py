@@ -6,7 +6,9 @@ answers with the code's status and ``retryable`` (``POST /api/v1/segment``, and 
 checks for the same causes). Client faults are 4xx and not retryable; server faults are 5xx, and
 503 for a cause that passes (device memory, an engine shutting down, storage down). The engine's
 error classes each carry one of these codes (``ml_service.errors``; a test holds every class to
-an entry here); :func:`code_for` maps anything else a worker meets.
+an entry here); :func:`code_for` maps anything else a worker meets. One cause differs by where it
+is met: a model name the gateway does not know is the client's ``unknown_model`` (422), while a
+worker without a model the gateway accepted is the server's ``model_unavailable`` (503).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ OUTCOMES: dict[str, Outcome] = {
         Outcome("out_of_memory", 503, True, "the image does not fit in device memory now"),
         Outcome("engine_closed", 503, True, "the worker was shutting down"),
         Outcome("backend_unavailable", 503, True, "the inference runtime cannot run here"),
+        Outcome(
+            "model_unavailable",
+            503,
+            True,
+            "the worker that took the image does not serve its model (a deployment fault)",
+        ),
         Outcome("storage_unavailable", 503, True, "the blob store is unreachable"),
         Outcome("timeout", 504, True, "no result within the time allowed"),
         Outcome("upload_missing", 500, True, "the stored upload is gone; send the image again"),

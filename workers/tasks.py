@@ -19,7 +19,7 @@ from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from contracts.db import repo, work
-from contracts.outcomes import code_for
+from contracts.outcomes import code_for, outcome
 from contracts.settings import get_settings
 from contracts.storage import (
     BlobNotFound,
@@ -29,7 +29,7 @@ from contracts.storage import (
     open_store,
     upload_key,
 )
-from ml_service.errors import EngineError
+from ml_service.errors import EngineError, UnknownModel
 from ml_service.serving.engine import SegmentationParams
 from workers.celery_app import TASK_SEGMENT, app
 from workers.progress import publish_image, publish_job
@@ -79,6 +79,8 @@ def failure(exc: EngineError | BlobNotFound) -> tuple[str, str]:
     of :data:`contracts.outcomes.OUTCOMES`, which the gateway answers with."""
     if isinstance(exc, BlobNotFound):
         return "upload_missing", f"the upload {exc.key or exc} is missing from the blob store"
+    if isinstance(exc, UnknownModel):  # the gateway accepted the name: this worker lacks it
+        return "model_unavailable", f"the worker does not serve it: {exc.message}"
     return code_for(exc.code), exc.message
 
 
@@ -142,7 +144,8 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
         rt.run(work.fail_image(rt.pool, image_id, code, message))
         rt.count_image("failed")
         rt.metrics.observe_image(row["model"], "failed")
-        publish_image(rt, row, "failed", error={"code": code, "message": message})
+        error = {"code": code, "message": message, "retryable": outcome(code).retryable}
+        publish_image(rt, row, "failed", error=error)
         publish_job(rt, str(row["job_id"]), row["user_id"])
         return "failed"
     body = {**result.to_json(), "width": result.width, "height": result.height}

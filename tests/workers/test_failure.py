@@ -6,7 +6,14 @@ import pytest
 
 from contracts.outcomes import OUTCOMES
 from contracts.storage import BlobNotFound
-from ml_service.errors import EngineClosed, EngineError, InvalidImage, OutOfMemory, TooManyObjects
+from ml_service.errors import (
+    EngineClosed,
+    EngineError,
+    InvalidImage,
+    OutOfMemory,
+    TooManyObjects,
+    UnknownModel,
+)
 from workers.tasks import failure
 
 
@@ -23,6 +30,12 @@ from workers.tasks import failure
 def test_engine_errors_keep_their_code(error: EngineError, code: str) -> None:
     assert failure(error) == (code, error.message)
     assert code in OUTCOMES
+
+
+def test_a_model_the_worker_lacks_is_a_server_fault() -> None:
+    code, message = failure(UnknownModel("model 'hrnet' is not loaded; loaded models: unet"))
+    assert code == "model_unavailable" and "hrnet" in message
+    assert OUTCOMES[code].status == 503 and OUTCOMES[code].retryable
 
 
 def test_missing_upload() -> None:
