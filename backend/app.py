@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -24,6 +25,7 @@ from redis.backoff import ExponentialBackoff
 
 from backend.errors import install_error_handlers, unavailable_dependency
 from backend.routes import health, jobs, models, results, segment, users, web, workers
+from backend.schemas.jobs import document_file_limit
 from backend.uploads import sweep_stale_temps
 from contracts.db.migrate import apply_migrations
 from contracts.db.pool import ProbeConnection, close_pool, create_pool, describe_dsn
@@ -140,4 +142,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    _document_settings(app)
     return app
+
+
+def _document_settings(app: FastAPI) -> None:
+    """Let the generated OpenAPI schema state the limits that come from settings."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_file_limit(generate(), app.state.settings.max_files_per_job)
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

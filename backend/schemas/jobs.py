@@ -65,6 +65,13 @@ class JobForm(JobParams):
     )
 
 
+def document_file_limit(schema: dict[str, Any], max_files: int) -> None:
+    """Set ``maxItems`` of the job form's ``files`` in a generated OpenAPI ``schema`` to this
+    gateway's ``MAX_FILES_PER_JOB`` (a setting, so not known when the models are defined)."""
+    body = schema["paths"]["/api/v1/jobs"]["post"]["requestBody"]
+    body["content"]["multipart/form-data"]["schema"]["properties"]["files"]["maxItems"] = max_files
+
+
 class SegmentForm(JobParams):
     """``POST /api/v1/segment``: one image and the parameters."""
 

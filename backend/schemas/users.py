@@ -8,7 +8,10 @@ from pydantic import BaseModel, Field, StringConstraints
 
 
 class NewUser(BaseModel):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=r"\S"),
+    ] = Field(description="not blank; surrounding spaces are removed")
 
 
 class UserCreated(BaseModel):

@@ -19,7 +19,7 @@ from contracts.requests import (
     MODEL_NAMES,
 )
 from contracts.settings import Settings
-from tests.backend.helpers import ApiUser, error_of
+from tests.backend.helpers import MAX_FILES, ApiUser, error_of
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,12 @@ def test_job_form_states_the_codes_limits(schema: dict[str, Any], path: str) -> 
     assert (props["min_area"]["minimum"], props["min_area"]["maximum"]) == (0, MAX_MIN_AREA)
     assert props["min_area"]["default"] == DEFAULT_MIN_AREA
     assert "model" in body["schema"]["required"]
+
+
+def test_the_file_limit_is_this_gateways_setting(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["files"]["maxItems"] == MAX_FILES
 
 
 def test_every_operation_has_a_typed_answer_and_the_error_body(schema: dict[str, Any]) -> None:
