@@ -22,15 +22,22 @@ from imageheader.errors import (
     Degenerate,
     Empty,
     HeaderError,
+    StackChoice,
     Truncated,
     UnknownFormat,
     UnsupportedPixels,
 )
 from imageheader.header import MIN_SIDE, SUPPORTED_FORMATS, Buffer, Header
 from imageheader.read import check_complete, check_sides, detect_format, read_header
+from imageheader.stack import MAX_INDEX, Choice, choose, describe
 
 __all__ = [
+    "MAX_INDEX",
+    "Choice",
+    "StackChoice",
     "check_sides",
+    "choose",
+    "describe",
     "MIN_SIDE",
     "SUPPORTED_FORMATS",
     "Buffer",

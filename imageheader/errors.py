@@ -37,3 +37,8 @@ class Degenerate(HeaderError):
 
 class UnsupportedPixels(HeaderError):
     """A well-formed image whose pixel layout is not read (bit depth, channels, z-stack...)."""
+
+
+class StackChoice(HeaderError):
+    """A stack (several planes or channels) with no valid choice of which one to read; the
+    message says what the file holds and how to choose (``plane``, ``channel``)."""

@@ -31,6 +31,9 @@ class Header:
             floating-point TIFF).
         bit_depth: bits per sample as stored (PNG IHDR depth, JPEG precision, TIFF
             BitsPerSample).
+        planes: 2-D planes of a TIFF stack (z, time, or pages of one series); 1 otherwise.
+        channel_planes: channels a TIFF stores as separate planes (an ImageJ/OME ``C`` axis);
+            1 otherwise. See :mod:`imageheader.stack` for choosing one.
     """
 
     format: str
@@ -39,6 +42,8 @@ class Header:
     channels: int
     dtype: str
     bit_depth: int
+    planes: int = 1
+    channel_planes: int = 1
 
     @property
     def pixels(self) -> int:

@@ -56,11 +56,12 @@ def first_page(tif: tifffile.TiffFile) -> tifffile.TiffPage:
 
 
 def header(data: Buffer) -> Header:
-    """Describe the first page (ImageJ/OME z-stacks and volumes are refused).
+    """Describe the first page, and how many planes and channel planes the first series holds
+    (pages that are themselves volumes are refused).
 
     Raises:
         Corrupt: tifffile cannot read the header or the first page.
-        UnsupportedPixels: a z-stack, photometric other than grey/RGB/YCbCr, not 1, 3 or 4
+        UnsupportedPixels: a volume page, photometric other than grey/RGB/YCbCr, not 1, 3 or 4
             samples, or a sample type other than uint8, uint16 or float.
     """
     with open_tiff(data) as tif:
@@ -70,11 +71,7 @@ def header(data: Buffer) -> Header:
 def header_of(tif: tifffile.TiffFile) -> Header:
     """:func:`header` of a file already open (:func:`open_tiff`)."""
     page = first_page(tif)
-    planes = _z_planes(tif)
-    if planes > 1:
-        raise UnsupportedPixels(
-            f"TIFF is a 3D stack with {planes} z-planes; send a single 2D plane"
-        )
+    planes, channel_planes = _stack(tif)
     separate, depth, height, width, contig = _read(lambda: page.shaped)
     if depth > 1:
         raise UnsupportedPixels(
@@ -105,7 +102,9 @@ def header_of(tif: tifffile.TiffFile) -> Header:
         raise UnsupportedPixels(
             f"TIFF pixel type {dtype.name} is not supported; supported: uint8, uint16, float"
         )
-    return Header("tiff", int(width), int(height), channels, out_dtype, int(bits))
+    return Header(
+        "tiff", int(width), int(height), channels, out_dtype, int(bits), planes, channel_planes
+    )
 
 
 def check_complete(data: Buffer) -> None:
@@ -147,15 +146,37 @@ def enum_name(value: object) -> str:
     return str(getattr(value, "name", value))
 
 
-def _z_planes(tif: tifffile.TiffFile) -> int:
-    """Number of z-planes the ImageJ or OME metadata declare (1 when none)."""
+def _extra_axes(tif: tifffile.TiffFile) -> list[tuple[str, int]]:
+    """The axes of the first series beyond a page's own (``Y``, ``X``, samples ``S``), with
+    their sizes, in file order: one page per index. Empty when the series is one page, or
+    when its description does not add up to its pages (then only the first page is read)."""
     try:
-        if tif.is_imagej:
-            return int((tif.imagej_metadata or {}).get("slices", 1))
-        if tif.is_ome:
-            series = tif.series[0]
-            if "Z" in series.axes:
-                return int(series.shape[series.axes.index("Z")])
-    except Exception:  # unreadable metadata: treat as a plain multi-page file
-        return 1
-    return 1
+        series = tif.series[0]
+        extra = [(a, int(n)) for a, n in zip(series.axes, series.shape, strict=True)]
+        extra = [(a, n) for a, n in extra if a not in "YXS" and n > 1]
+        pages = int(np.prod([n for _, n in extra])) if extra else 1
+        if pages != len(series):
+            return []
+    except Exception:  # unreadable metadata: treat the file as its first page
+        return []
+    return extra
+
+
+def _stack(tif: tifffile.TiffFile) -> tuple[int, int]:
+    """(planes, channel planes) of the first series (see :class:`~imageheader.header.Header`)."""
+    extra = _extra_axes(tif)
+    channels = int(np.prod([n for a, n in extra if a == "C"])) if extra else 1
+    planes = int(np.prod([n for a, n in extra if a != "C"])) if extra else 1
+    return planes, channels
+
+
+def page_index(tif: tifffile.TiffFile, plane: int, channel: int) -> int:
+    """Index in the first series of the page holding ``plane`` and ``channel`` (both checked
+    against :func:`header_of` by :func:`imageheader.stack.choose`)."""
+    extra = _extra_axes(tif)
+    if not extra:
+        return 0
+    plane_dims = [n for a, n in extra if a != "C"]
+    plane_index = iter(np.unravel_index(plane, plane_dims) if plane_dims else ())
+    index = [channel if a == "C" else int(next(plane_index)) for a, _ in extra]
+    return int(np.ravel_multi_index(index, [n for _, n in extra]))

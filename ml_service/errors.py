@@ -39,6 +39,13 @@ class ImageTooLarge(InvalidImage):
     code = "image_too_large"
 
 
+class StackNeedsChoice(InvalidImage):
+    """A stack (planes or channel planes) without a valid ``plane``/``channel`` choice; the
+    message says what the file holds and how to choose."""
+
+    code = "choose_plane_or_channel"
+
+
 class InvalidParameters(EngineError):
     """Segmentation parameters out of range (threshold, minimum area)."""
 

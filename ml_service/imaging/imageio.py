@@ -25,9 +25,10 @@ tifffile. Notes on what is accepted:
   chunk makes RGB and palette images RGBA; 1/2/4-bit grey is expanded to 8 bits.
 - JPEG: 8-bit baseline/progressive, grey or colour (CMYK is converted to RGB by OpenCV);
   EXIF orientation is ignored (pixels are returned as stored).
-- TIFF: the first page of a multi-page file. ImageJ hyperstacks and OME-TIFFs whose metadata
-  declare more than one z-plane, and pages that are themselves volumes, are refused (a z-stack is
-  not one image). Photometric grey (min-is-black or min-is-white, values returned as stored),
+- TIFF: one page of the first series. A stack (ImageJ/OME z-stacks and hyperstacks, a plain
+  multi-page series) is read at the ``plane`` and ``channel`` the caller names; without a
+  choice it is refused with a message saying what it holds (:mod:`imageheader.stack`). Pages
+  that are themselves volumes are refused. Photometric grey (min-is-black or min-is-white, values returned as stored),
   RGB and YCbCr; 1, 3 or 4 samples; uint8, uint16 or float (returned as float32). Compressions
   beyond deflate/LZMA need the ``imagecodecs`` package; without it they are refused as
   unsupported.
@@ -44,8 +45,15 @@ import numpy as np
 
 import imageheader
 from imageheader import MIN_SIDE, SUPPORTED_FORMATS
-from imageheader.tiff import check_complete_of, enum_name, first_page, header_of, open_tiff
-from ml_service.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
+from imageheader.tiff import (
+    check_complete_of,
+    enum_name,
+    first_page,
+    header_of,
+    open_tiff,
+    page_index,
+)
+from ml_service.errors import ImageTooLarge, InvalidImage, StackNeedsChoice, UnsupportedFormat
 
 __all__ = [
     "MIN_SIDE",
@@ -95,6 +103,8 @@ def _engine_errors() -> Iterator[None]:
         yield
     except imageheader.UnknownFormat as exc:
         raise UnsupportedFormat(exc.message) from exc
+    except imageheader.StackChoice as exc:
+        raise StackNeedsChoice(exc.message) from exc
     except imageheader.HeaderError as exc:
         raise InvalidImage(exc.message) from exc
 
@@ -122,13 +132,18 @@ def read_image_info(data: bytes) -> ImageInfo:
         return _info(imageheader.read_header(data))
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+def decode_image(
+    data: bytes, max_pixels: int, plane: int | None = None, channel: int | None = None
+) -> np.ndarray:
     """Decode PNG, JPEG or TIFF bytes into an array, refusing oversized or damaged files.
 
     Args:
         data: the uploaded file's bytes.
         max_pixels: largest accepted ``width * height``; checked from the header before any
             pixel is decoded.
+        plane: the plane of a TIFF stack to read (required when it has several).
+        channel: the channel to read: of a TIFF's channel planes (required when it has
+            several), or one colour of an RGB(A) image, returned as a grey ``(H, W)`` array.
 
     Returns:
         ``(H, W)`` grey or ``(H, W, C)`` array (``C = 3`` RGB or ``C = 4`` RGBA) of dtype
@@ -140,14 +155,26 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             engine does not read.
         UnsupportedFormat: unknown format, or a TIFF compression that cannot be decoded here.
         ImageTooLarge: more than ``max_pixels`` pixels.
+        StackNeedsChoice: a stack without a ``plane``/``channel`` choice, or one it does not
+            hold.
     """
     if detect_format(data) == "tiff":
-        return _decode_tiff(data, max_pixels)
-    info = read_image_info(data)
+        return _decode_tiff(data, max_pixels, plane, channel)
+    with _engine_errors():
+        header = imageheader.read_header(data)
+        choice = imageheader.choose(header, plane, channel)
+    info = _info(header)
     _refuse_oversized(info, max_pixels)
     with _engine_errors():
         imageheader.check_complete(data, info.format, check_crc=True)
-    return _as_described(_decode_opencv(data, info), info)
+    return _pick(_as_described(_decode_opencv(data, info), info), choice)
+
+
+def _pick(image: np.ndarray, choice: imageheader.Choice) -> np.ndarray:
+    """One colour of a colour image as grey, when the caller chose one."""
+    if choice.sample is None or image.ndim == 2:
+        return image
+    return np.ascontiguousarray(image[..., choice.sample])
 
 
 def _info(header: imageheader.Header) -> ImageInfo:
@@ -186,19 +213,25 @@ def _decode_opencv(data: bytes, info: ImageInfo) -> np.ndarray:
     return image
 
 
-def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
-    """Header, size limit, completeness and the first page's pixels, from one tifffile parse."""
+def _decode_tiff(
+    data: bytes, max_pixels: int, plane: int | None, channel: int | None
+) -> np.ndarray:
+    """Header, choice, size limit, completeness and the chosen page's pixels, from one
+    tifffile parse."""
     with _engine_errors():
         tif = open_tiff(data)
     with tif:
         with _engine_errors():
-            info = _info(imageheader.check_sides(header_of(tif)))
+            header = imageheader.check_sides(header_of(tif))
+            choice = imageheader.choose(header, plane, channel)
+            info = _info(header)
         _refuse_oversized(info, max_pixels)
         with _engine_errors():
             check_complete_of(tif, len(data))
             page = first_page(tif)
+            index = page_index(tif, choice.plane, choice.channel)
         try:
-            raw = page.asarray()
+            raw = page.asarray() if index == 0 else tif.asarray(key=index, series=0)
         except KeyError as exc:  # tifffile: "<COMPRESSION.X> requires the 'imagecodecs' package"
             raise UnsupportedFormat(
                 f"TIFF compression {enum_name(page.compression)} is not supported here"
@@ -214,4 +247,4 @@ def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
         image = image.astype(np.float32, copy=False)
         if not np.isfinite(image).all():
             raise InvalidImage("TIFF contains NaN or infinite pixel values")
-    return _as_described(np.ascontiguousarray(image), info)
+    return _pick(_as_described(np.ascontiguousarray(image), info), choice)

@@ -268,10 +268,9 @@ _CONTIG = {"photometric": "minisblack", "planarconfig": "contig"}
         (_tiff(np.zeros((6, 5), np.complex64)), "complex"),
         (_tiff(np.zeros((6, 5), bool)), "not supported"),
         (_tiff(np.zeros((6, 5, 2), np.uint8), **_CONTIG), "2 samples"),
-        (_tiff(np.zeros((3, 6, 5), np.uint8), imagej=True, metadata={"axes": "ZYX"}), "3D stack"),
         (_tiff(np.zeros((8, 8, 4), np.uint8), photometric="separated"), "SEPARATED"),
     ],
-    ids=["int32", "complex", "bool", "2-channels", "z-stack", "cmyk"],
+    ids=["int32", "complex", "bool", "2-channels", "cmyk"],
 )
 def test_unsupported_tiff_pixels(data: bytes, match: str) -> None:
     with pytest.raises(UnsupportedPixels, match=match):

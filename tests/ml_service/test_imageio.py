@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from ml_service.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
+from ml_service.errors import ImageTooLarge, InvalidImage, StackNeedsChoice, UnsupportedFormat
 from ml_service.imaging import imageio
 from ml_service.imaging.imageio import SUPPORTED_FORMATS, ImageInfo, decode_image, read_image_info
 
@@ -172,10 +172,13 @@ def test_tiff_float_decodes_as_float32(dtype: type) -> None:
     np.testing.assert_allclose(decoded, image, rtol=1e-6)
 
 
-def test_multipage_tiff_gives_first_page() -> None:
+def test_multipage_tiff_gives_the_chosen_page() -> None:
     pages = _rng_image((3, 20, 30), np.uint8)
-    data = _tiff(pages, photometric="minisblack")
-    np.testing.assert_array_equal(decode_image(data, MAX), pages[0])
+    data = _tiff(pages, photometric="minisblack")  # one series of three pages: a stack
+    np.testing.assert_array_equal(decode_image(data, MAX, plane=0), pages[0])
+    np.testing.assert_array_equal(decode_image(data, MAX, plane=2), pages[2])
+    with pytest.raises(StackNeedsChoice, match="3 planes"):
+        decode_image(data, MAX)
 
 
 def test_read_image_info_matches_decoded_array() -> None:
@@ -347,7 +350,6 @@ _VOLUME = {"photometric": "minisblack", "volumetric": True, "tile": (16, 16)}
         (np.zeros((8, 8, 6), np.uint8), _CONTIG, "6 samples"),
         (np.zeros((8, 8, 2), np.uint8), _CONTIG, "2 samples"),
         (np.zeros((4, 8, 8), np.uint8), _VOLUME, "3D volume"),
-        (np.zeros((4, 8, 8), np.uint8), {"imagej": True, "metadata": {"axes": "ZYX"}}, "3D stack"),
         (np.zeros((8, 8, 4), np.uint8), {"photometric": "separated"}, "SEPARATED"),
     ],
 )
@@ -375,3 +377,34 @@ def test_12bit_jpeg_header_is_unsupported() -> None:
     with pytest.raises(InvalidImage, match="12-bit") as info:
         read_image_info(bytes(data))
     assert info.value.code == "invalid_image"
+
+
+def _stack(array: np.ndarray, axes: str) -> bytes:
+    return _tiff(array, imagej=True, metadata={"axes": axes})
+
+
+def test_a_z_stack_is_read_at_the_chosen_plane_or_refused_saying_what_it_holds() -> None:
+    stack = np.stack([np.full((8, 10), 100 * z, np.uint16) for z in range(5)])
+    data = _stack(stack, "ZYX")
+    with pytest.raises(StackNeedsChoice, match="holds 5 planes of 10×8; choose one with plane="):
+        decode_image(data, MAX)
+    for z in (0, 3, 4):
+        assert np.array_equal(decode_image(data, MAX, plane=z), stack[z])
+    with pytest.raises(StackNeedsChoice, match="plane=5 is not one of them"):
+        decode_image(data, MAX, plane=5)
+
+
+def test_a_channel_first_tiff_is_read_at_the_chosen_channel() -> None:
+    channels = np.stack([np.full((8, 10), 7 * (c + 1), np.uint8) for c in range(3)])
+    data = _stack(channels, "CYX")
+    with pytest.raises(StackNeedsChoice, match="choose one with channel=0..2"):
+        decode_image(data, MAX)
+    assert np.array_equal(decode_image(data, MAX, channel=2), channels[2])
+
+
+def test_one_colour_of_an_rgb_image_is_read_as_grey() -> None:
+    rgb = np.zeros((8, 10, 3), np.uint8)
+    rgb[..., 1] = 200
+    assert np.array_equal(decode_image(_png(rgb), MAX, channel=1), rgb[..., 1])
+    assert decode_image(_tiff(rgb), MAX, channel=0).shape == (8, 10)
+    assert decode_image(_tiff(rgb), MAX).shape == (8, 10, 3)

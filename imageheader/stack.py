@@ -1,0 +1,70 @@
+"""Which 2-D image of a file to read: a plane of a stack, a channel of a multichannel image.
+
+A TIFF may hold more than one 2-D image in its first series: planes (an ImageJ or OME z-stack,
+time points, or the pages of a plain multi-page file written as one series) and channels stored
+as separate planes (an ImageJ/OME ``C`` axis, e.g. a channel-first ``(3, H, W)`` hyperstack).
+The caller names one with ``plane`` and ``channel``; :func:`choose` refuses a file whose content
+is ambiguous without a choice, or a choice it does not hold, with a message that says what the
+file holds. Colour images (RGB samples in each pixel) need no choice; ``channel`` may still pick
+one of their colours, which is then read as a grey image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imageheader.errors import StackChoice
+from imageheader.header import Header
+
+MAX_INDEX = 1_000_000
+"""Largest ``plane`` or ``channel`` a request may name (more than any file holds)."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What to read: ``plane`` of the stack (0 when it has one), ``channel`` of the channel
+    planes (0 when it has one), and ``sample`` of the colour samples (``None``: all)."""
+
+    plane: int = 0
+    channel: int = 0
+    sample: int | None = None
+
+
+def describe(header: Header, name: str) -> str:
+    """``a.tif holds 5 planes × 3 channels of 512×512``-style words of what a file holds."""
+    parts = []
+    if header.planes > 1:
+        parts.append(f"{header.planes} planes")
+    if header.channel_planes > 1:
+        parts.append(f"{header.channel_planes} channels")
+    if not parts:
+        parts.append("one plane" if header.channels == 1 else f"one {header.channels}-channel image")
+    return f"{name} holds {' × '.join(parts)} of {header.width}×{header.height}"
+
+
+def choose(header: Header, plane: int | None, channel: int | None, name: str = "the file") -> Choice:
+    """Check the request's ``plane``/``channel`` against what ``header`` describes.
+
+    Raises:
+        StackChoice: a stack of planes without ``plane``, channel planes without ``channel``,
+            or an index the file does not hold (the message says what it holds).
+    """
+    holds = describe(header, name)
+    if plane is None and header.planes > 1:
+        raise StackChoice(f"{holds}; choose one with plane=0..{header.planes - 1}")
+    if plane is not None and not 0 <= plane < header.planes:
+        raise StackChoice(f"{holds}; plane={plane} is not one of them (0..{header.planes - 1})")
+    if header.channel_planes > 1:
+        if channel is None:
+            raise StackChoice(f"{holds}; choose one with channel=0..{header.channel_planes - 1}")
+        if not 0 <= channel < header.channel_planes:
+            raise StackChoice(
+                f"{holds}; channel={channel} is not one of them (0..{header.channel_planes - 1})"
+            )
+        return Choice(plane or 0, channel, None)
+    if channel is None:
+        return Choice(plane or 0, 0, None)
+    colours = min(header.channels, 3)  # RGBA: the alpha is no channel to segment
+    if not 0 <= channel < colours:
+        raise StackChoice(f"{holds}; channel={channel} is not one of them (0..{colours - 1})")
+    return Choice(plane or 0, 0, channel if colours > 1 else None)
