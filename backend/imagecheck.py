@@ -16,6 +16,10 @@ In order, :func:`check_image` refuses:
    file (and have seen ``IDAT``); JPEG: an end-of-image marker (``FFD9``) must follow the first
    scan (trailing padding after it is allowed); TIFF: the first page's strips/tiles lie in the
    file. Chunk CRCs are left to the engine.
+
+Once the request's parameters are known, :func:`check_choice` refuses a stack (a TIFF of several
+planes or channel planes) without a ``plane``/``channel`` choice, or with one the file does not
+hold: 422 ``choose_plane_or_channel``, saying what the file holds.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ import imageheader
 from backend.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 from imageheader import MIN_SIDE, SUPPORTED_FORMATS
 
-__all__ = ["MIN_SIDE", "SUPPORTED_FORMATS", "ImageHeader", "check_image", "detect_format"]
+__all__ = [
+    "MIN_SIDE",
+    "SUPPORTED_FORMATS",
+    "ImageHeader",
+    "check_choice",
+    "check_image",
+    "detect_format",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class ImageHeader:
     height: int
     channels: int
     bit_depth: int
+    planes: int = 1
+    channel_planes: int = 1
 
     @property
     def pixels(self) -> int:
@@ -87,7 +100,13 @@ def check_image(path: Path, max_pixels: int) -> ImageHeader:
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, _api_errors():
             found = imageheader.read_header(data)
             header = ImageHeader(
-                found.format, found.width, found.height, found.channels, found.bit_depth
+                found.format,
+                found.width,
+                found.height,
+                found.channels,
+                found.bit_depth,
+                found.planes,
+                found.channel_planes,
             )
             if header.pixels > max_pixels:
                 raise PayloadTooLarge(
@@ -97,3 +116,16 @@ def check_image(path: Path, max_pixels: int) -> ImageHeader:
                 )
             imageheader.check_complete(data, header.format, check_crc=False)
     return header
+
+
+def check_choice(header: ImageHeader, plane: int | None, channel: int | None, name: str) -> None:
+    """Refuse a stack without a ``plane``/``channel`` choice, or a choice the file does not
+    hold (:func:`imageheader.choose`), naming the file and what it holds.
+
+    Raises:
+        ValidationFailed: 422 ``choose_plane_or_channel``.
+    """
+    try:
+        imageheader.choose(header, plane, channel, name)
+    except imageheader.StackChoice as exc:
+        raise ValidationFailed("choose_plane_or_channel", exc.message) from exc

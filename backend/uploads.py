@@ -280,7 +280,11 @@ def about_file(exc: ApiError, filename: str, index: int) -> ApiError:
     (1-based, as people count) and the JSON error carries ``file`` and ``index`` (0-based, the
     position of its part among the request's files)."""
     if "file" not in exc.details:
-        exc.message = f"{filename} (file {index + 1}): {exc.message}"
+        where = f"{filename} (file {index + 1})"
+        if exc.message.startswith(filename + " "):  # "a.tif holds ...": named already
+            exc.message = where + exc.message[len(filename) :]
+        else:
+            exc.message = f"{where}: {exc.message}"
         exc.args = (exc.message,)
         exc.details.update(file=filename, index=index)
     return exc

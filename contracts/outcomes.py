@@ -48,6 +48,13 @@ OUTCOMES: dict[str, Outcome] = {
             "not PNG, JPEG or TIFF, or a TIFF compression this service cannot decode",
         ),
         Outcome("image_too_large", 413, False, "more pixels than MAX_IMAGE_PIXELS"),
+        Outcome(
+            "choose_plane_or_channel",
+            422,
+            False,
+            "a stack (several planes or channels) without a plane/channel choice, or a choice "
+            "the file does not hold; the message says what it holds",
+        ),
         Outcome("invalid_parameters", 422, False, "segmentation parameters out of range"),
         Outcome("unknown_model", 422, False, "no such model"),
         Outcome(

@@ -15,6 +15,8 @@ MIN_THRESHOLD = 0.05
 MAX_THRESHOLD = 0.95
 DEFAULT_MIN_AREA = 50
 MAX_MIN_AREA = 10_000_000
+MAX_PLANE_INDEX = 100_000
+"""Largest ``plane`` or ``channel`` index a request may name (the file says what it holds)."""
 
 TASK_SEGMENT = "workers.tasks.segment_image"
 """The Celery task the dispatcher sends and the workers run, one image id per message."""

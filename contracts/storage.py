@@ -49,6 +49,7 @@ BLOB_MODE = 0o644
 """Permissions of stored objects in the file store: readable by workers of the same host/group."""
 
 MASKS = "masks/"
+PREVIEWS = "previews/"
 DEFAULT_REGION = "us-east-1"
 S3_DELETE_CHUNK = 1000  # DeleteObjects takes at most 1000 keys
 
@@ -85,6 +86,11 @@ def upload_key(sha256: str) -> str:
 def mask_key(sha256: str) -> str:
     """Key of a label mask: ``masks/<sha256 of the PNG>``."""
     return MASKS + sha256
+
+
+def preview_key(sha256: str) -> str:
+    """Key of an image's preview: ``previews/<sha256 of the PNG>``."""
+    return PREVIEWS + sha256
 
 
 def check_key(key: str) -> str:

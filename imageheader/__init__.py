@@ -29,11 +29,11 @@ from imageheader.errors import (
 )
 from imageheader.header import MIN_SIDE, SUPPORTED_FORMATS, Buffer, Header
 from imageheader.read import check_complete, check_sides, detect_format, read_header
-from imageheader.stack import MAX_INDEX, Choice, choose, describe
+from imageheader.stack import Choice, Layout, choose, describe
 
 __all__ = [
-    "MAX_INDEX",
     "Choice",
+    "Layout",
     "StackChoice",
     "check_sides",
     "choose",

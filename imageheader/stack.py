@@ -12,13 +12,24 @@ one of their colours, which is then read as a grey image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from imageheader.errors import StackChoice
-from imageheader.header import Header
 
-MAX_INDEX = 1_000_000
-"""Largest ``plane`` or ``channel`` a request may name (more than any file holds)."""
 
+class Layout(Protocol):
+    """What a choice is checked against (:class:`~imageheader.header.Header` has it)."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def planes(self) -> int: ...
+    @property
+    def channel_planes(self) -> int: ...
 
 @dataclass(frozen=True)
 class Choice:
@@ -30,7 +41,7 @@ class Choice:
     sample: int | None = None
 
 
-def describe(header: Header, name: str) -> str:
+def describe(header: Layout, name: str) -> str:
     """``a.tif holds 5 planes × 3 channels of 512×512``-style words of what a file holds."""
     parts = []
     if header.planes > 1:
@@ -38,22 +49,32 @@ def describe(header: Header, name: str) -> str:
     if header.channel_planes > 1:
         parts.append(f"{header.channel_planes} channels")
     if not parts:
-        parts.append("one plane" if header.channels == 1 else f"one {header.channels}-channel image")
+        parts.append("one plane" if header.channels == 1 else f"one {header.channels}-colour image")
     return f"{name} holds {' × '.join(parts)} of {header.width}×{header.height}"
 
 
-def choose(header: Header, plane: int | None, channel: int | None, name: str = "the file") -> Choice:
+def choose(
+    header: Layout, plane: int | None, channel: int | None, name: str = "the file"
+) -> Choice:
     """Check the request's ``plane``/``channel`` against what ``header`` describes.
+
+    A job's choice applies to each of its files that has the dimension: a file that is not a
+    stack ignores ``plane``, and a grey 2-D image ignores ``channel`` (so one job may hold
+    stacks and plain images).
 
     Raises:
         StackChoice: a stack of planes without ``plane``, channel planes without ``channel``,
             or an index the file does not hold (the message says what it holds).
     """
     holds = describe(header, name)
-    if plane is None and header.planes > 1:
-        raise StackChoice(f"{holds}; choose one with plane=0..{header.planes - 1}")
-    if plane is not None and not 0 <= plane < header.planes:
-        raise StackChoice(f"{holds}; plane={plane} is not one of them (0..{header.planes - 1})")
+    if header.planes > 1:
+        if plane is None:
+            raise StackChoice(f"{holds}; choose one with plane=0..{header.planes - 1}")
+        if not 0 <= plane < header.planes:
+            raise StackChoice(
+                f"{holds}; plane={plane} is not one of them (0..{header.planes - 1})"
+            )
+    chosen_plane = plane if header.planes > 1 and plane is not None else 0
     if header.channel_planes > 1:
         if channel is None:
             raise StackChoice(f"{holds}; choose one with channel=0..{header.channel_planes - 1}")
@@ -61,10 +82,10 @@ def choose(header: Header, plane: int | None, channel: int | None, name: str = "
             raise StackChoice(
                 f"{holds}; channel={channel} is not one of them (0..{header.channel_planes - 1})"
             )
-        return Choice(plane or 0, channel, None)
-    if channel is None:
-        return Choice(plane or 0, 0, None)
+        return Choice(chosen_plane, channel, None)
     colours = min(header.channels, 3)  # RGBA: the alpha is no channel to segment
+    if channel is None or colours == 1:
+        return Choice(chosen_plane, 0, None)
     if not 0 <= channel < colours:
         raise StackChoice(f"{holds}; channel={channel} is not one of them (0..{colours - 1})")
-    return Choice(plane or 0, 0, channel if colours > 1 else None)
+    return Choice(chosen_plane, 0, channel)

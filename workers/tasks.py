@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
+import numpy as np
 import redis
 from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
@@ -27,9 +28,12 @@ from contracts.storage import (
     StorageUnavailable,
     mask_key,
     open_store,
+    preview_key,
     upload_key,
 )
 from ml_service.errors import EngineError, UnknownModel
+from ml_service.imaging.imageio import decode_image
+from ml_service.imaging.preview import preview_png
 from ml_service.serving.engine import SegmentationParams
 from workers.celery_app import TASK_SEGMENT, app
 from workers.progress import publish_image, publish_job
@@ -62,16 +66,37 @@ def blob_store() -> BlobStore:
 
 
 async def save_result(
-    pool: asyncpg.Pool, store: BlobStore, image_id: str, mask_png: bytes, **fields: Any
+    pool: asyncpg.Pool,
+    store: BlobStore,
+    image_id: str,
+    mask_png: bytes,
+    preview: bytes | None = None,
+    **fields: Any,
 ) -> None:
-    """Put the mask (content addressed: skipped when present) and upsert the result row in one
-    transaction holding the mask's blob lock, so retention never deletes it in between."""
-    key = mask_key(hashlib.sha256(mask_png).hexdigest())
+    """Put the mask and the preview (content addressed: skipped when present) and upsert the
+    result row in one transaction holding their blob locks, so retention never deletes them in
+    between."""
+    mask = mask_key(hashlib.sha256(mask_png).hexdigest())
+    blobs = {mask: mask_png}
+    shown = None
+    if preview is not None:
+        shown = preview_key(hashlib.sha256(preview).hexdigest())
+        blobs[shown] = preview
     async with pool.acquire() as conn, conn.transaction():
-        await repo.lock_blobs(conn, [key])
-        if not await asyncio.to_thread(store.exists, key):
-            await asyncio.to_thread(store.put_bytes, key, mask_png)
-        await work.store_result(conn, image_id, mask_key=key, **fields)
+        await repo.lock_blobs(conn, list(blobs))
+        for key, data in blobs.items():
+            if not await asyncio.to_thread(store.exists, key):
+                await asyncio.to_thread(store.put_bytes, key, data)
+        await work.store_result(conn, image_id, mask_key=mask, preview_key=shown, **fields)
+
+
+def decode_original(rt: WorkerRuntime, data: bytes, row: Any) -> tuple[np.ndarray, bytes]:
+    """The image to segment (the job's ``plane``/``channel`` of a stack) and its preview.
+
+    Raises:
+        EngineError: the engine's decoding errors (``ml_service.imaging.imageio``)."""
+    image = decode_image(data, rt.engine.settings.max_image_pixels, row["plane"], row["channel"])
+    return image, preview_png(image)
 
 
 def failure(exc: EngineError | BlobNotFound) -> tuple[str, str]:
@@ -136,7 +161,8 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
     try:
         data = store.get(upload_key(row["sha256"]))
         params = SegmentationParams(float(row["threshold"]), int(row["min_area"]))
-        result = rt.engine.submit(data, row["model"], params).result(
+        image, preview = decode_original(rt, data, row)
+        result = rt.engine.submit(image, row["model"], params).result(
             timeout=rt.settings.task_time_limit_s
         )
     except (EngineError, BlobNotFound) as exc:
@@ -155,6 +181,7 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
             store,
             image_id,
             result.mask_png(),
+            preview,
             objects=len(result.objects),
             result=body,
             geojson=result.to_geojson(),

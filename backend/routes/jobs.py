@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import NotFound, ValidationFailed
 from backend.forms import read_multipart
+from backend.imagecheck import check_choice
 from backend.schemas.errors import ERROR_RESPONSES
 from backend.schemas.fields import multipart_body
 from backend.schemas.jobs import (
@@ -40,7 +41,7 @@ from backend.schemas.jobs import (
     JobPage,
     JobSummary,
 )
-from backend.uploads import UploadBatch
+from backend.uploads import UploadBatch, about_file
 from contracts.db import repo
 from contracts.jobs_state import counts_payload, is_terminal, job_status
 from contracts.outcomes import outcome
@@ -98,6 +99,8 @@ def job_summary(job: asyncpg.Record, counts: dict[str, int]) -> dict[str, Any]:
         "model": job["model"],
         "threshold": job["threshold"],
         "min_area": job["min_area"],
+        "plane": job["plane"],
+        "channel": job["channel"],
         "created_at": iso(job["created_at"]),
         "finished_at": iso(job["finished_at"]),
         "counts": Counts(**counts_payload(counts, total)),
@@ -165,6 +168,12 @@ async def accept_job(
             )
         threshold = form.values.get("threshold", DEFAULT_THRESHOLD)
         min_area = form.values.get("min_area", DEFAULT_MIN_AREA)
+        plane, channel = form.values.get("plane"), form.values.get("channel")
+        for f in batch.files:  # the form's fields may follow the files: checked once all are in
+            try:
+                check_choice(f.header, plane, channel, f.filename)
+            except ValidationFailed as exc:
+                raise about_file(exc, f.filename, f.seq) from None
         job_id = uuid4()
         images = [
             repo.NewImage(
@@ -189,6 +198,8 @@ async def accept_job(
                 min_area=min_area,
                 images=images,
                 sync=sync,
+                plane=plane,
+                channel=channel,
             ),
         )
     finally:
@@ -210,6 +221,8 @@ async def create_job(
         model=job["model"],
         threshold=job["threshold"],
         min_area=job["min_area"],
+        plane=job["plane"],
+        channel=job["channel"],
         images=[CreatedImage(id=im.id, filename=im.filename, status="queued") for im in images],
         created_at=iso(job["created_at"]) or "",
     )
@@ -225,7 +238,9 @@ async def list_jobs(
     """The caller's jobs, newest first: ``{items, total, limit, offset}`` (offset paging)."""
     rows, total = await repo.list_jobs(pool, user.id, limit=limit, offset=offset)
     return JobPage(
-        items=[JobSummary(**job_summary(r, r["counts"])) for r in rows],
+        items=[
+            JobSummary(**job_summary(r, r["counts"]), filenames=list(r["filenames"])) for r in rows
+        ],
         total=total,
         limit=limit,
         offset=offset,
@@ -245,6 +260,7 @@ async def get_job(job_id: str, user: CurrentUser, pool: PoolDep) -> JobDetail:
         counts[im["status"]] = counts.get(im["status"], 0) + 1
     return JobDetail(
         **job_summary(job, counts),
+        filenames=[im["filename"] for im in images],
         images=[
             JobImage(
                 id=im["id"],

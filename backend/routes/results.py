@@ -26,7 +26,7 @@ from backend.schemas.jobs import ImageError
 from backend.schemas.results import CocoDataset, GeoJson, ImageResult, JobResults
 from contracts.db import repo
 from contracts.jobs_state import counts_payload, is_terminal, job_status
-from contracts.storage import BlobNotFound, StorageUnavailable
+from contracts.storage import BlobNotFound, BlobStore, StorageUnavailable
 
 router = APIRouter(tags=["results"], responses=ERROR_RESPONSES)
 
@@ -128,14 +128,7 @@ async def image_mask(
     row = await _image_row(pool, user.id, job_id, image_id, "mask_png")
     if row["mask_key"] is None:
         return Response(bytes(row["payload"]), media_type="image/png")
-    try:
-        data = await asyncio.to_thread(store.get, row["mask_key"])
-    except BlobNotFound:
-        raise NotFound(
-            "mask_missing", f"the mask of image {row['id']} is missing from the blob store"
-        ) from None
-    except StorageUnavailable as exc:
-        raise ServiceUnavailable("storage_unavailable", str(exc), retry_after=30) from exc
+    data = await _blob(store, row["mask_key"], "mask_missing", f"the mask of image {row['id']}")
     return Response(data, media_type="image/png")
 
 
@@ -190,3 +183,34 @@ async def job_results(
             ],
         }
     return JSONResponse(body, media_type=MEDIA_TYPES[fmt])
+
+
+@router.get(
+    "/jobs/{job_id}/images/{image_id}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def image_preview(
+    job_id: str, image_id: str, user: CurrentUser, pool: PoolDep, store: StoreDep
+) -> Response:
+    """The original of one done image as the viewer shows it: an 8-bit PNG (grey or RGB) of the
+    segmented plane or channel, with the percentile contrast the engine normalises with, at
+    most 2048 px a side (outlines in image coordinates scale onto it). Results stored without
+    a preview answer 404 ``preview_missing``."""
+    row = await _image_row(pool, user.id, job_id, image_id, "preview")
+    what = f"the preview of image {row['id']}"
+    if row["payload"] is None:
+        raise NotFound("preview_missing", f"{what} was not made (segmented before previews)")
+    data = await _blob(store, row["payload"], "preview_missing", what)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private"})
+
+
+async def _blob(store: BlobStore, key: str, missing: str, what: str) -> bytes:
+    """A blob of a result from the store; 404 ``missing`` when it is gone, 503 when the store
+    cannot be reached."""
+    try:
+        return await asyncio.to_thread(store.get, key)
+    except BlobNotFound:
+        raise NotFound(missing, f"{what} is missing from the blob store") from None
+    except StorageUnavailable as exc:
+        raise ServiceUnavailable("storage_unavailable", str(exc), retry_after=30) from exc

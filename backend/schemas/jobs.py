@@ -19,6 +19,7 @@ from contracts.requests import (
     DEFAULT_MIN_AREA,
     DEFAULT_THRESHOLD,
     MAX_MIN_AREA,
+    MAX_PLANE_INDEX,
     MAX_THRESHOLD,
     MIN_THRESHOLD,
     MODEL_NAMES,
@@ -42,6 +43,25 @@ MinArea = Annotated[
     int, Field(ge=0, le=MAX_MIN_AREA, description="objects with fewer pixels are dropped")
 ]
 
+Plane = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_PLANE_INDEX,
+        description="the plane of a TIFF stack to segment (z-stack, time series, pages of one "
+        "series); required when a file holds several, which a 422 choose_plane_or_channel says",
+    ),
+]
+Channel = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_PLANE_INDEX,
+        description="the channel to segment: of a TIFF holding channels as planes (required "
+        "then), or one colour (0 red, 1 green, 2 blue) of a colour image, read as grey",
+    ),
+]
+
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 2**63 - 1
 """PostgreSQL's ``OFFSET`` is a bigint: larger offsets are refused with a 422, not sent."""
@@ -53,6 +73,8 @@ class JobParams(BaseModel):
     model: ModelName
     threshold: Threshold = DEFAULT_THRESHOLD
     min_area: MinArea = DEFAULT_MIN_AREA
+    plane: Plane | None = None
+    channel: Channel | None = None
 
 
 class JobForm(JobParams):
@@ -102,7 +124,22 @@ parse_min_area = _parser(
     f"min_area must be a whole number of pixels from 0 to {MAX_MIN_AREA}",
 )
 
-TEXT_FIELDS = {"model": parse_model, "threshold": parse_threshold, "min_area": parse_min_area}
+parse_plane = _parser(
+    TypeAdapter(Plane), "invalid_plane", f"plane must be a whole number from 0 to {MAX_PLANE_INDEX}"
+)
+parse_channel = _parser(
+    TypeAdapter(Channel),
+    "invalid_channel",
+    f"channel must be a whole number from 0 to {MAX_PLANE_INDEX}",
+)
+
+TEXT_FIELDS = {
+    "model": parse_model,
+    "threshold": parse_threshold,
+    "min_area": parse_min_area,
+    "plane": parse_plane,
+    "channel": parse_channel,
+}
 """The form reader's parser per text field of :class:`JobParams`."""
 
 # --- answers -----------------------------------------------------------------------------------
@@ -144,6 +181,8 @@ class JobCreated(BaseModel):
     model: str
     threshold: float
     min_area: int
+    plane: int | None = None
+    channel: int | None = None
     images: list[CreatedImage]
     created_at: Timestamp
 
@@ -154,9 +193,16 @@ class JobSummary(BaseModel):
     model: str
     threshold: float
     min_area: int
+    plane: int | None = None
+    channel: int | None = None
     created_at: Timestamp
     finished_at: Timestamp | None
     counts: Counts
+    filenames: list[str] = Field(
+        default_factory=list,
+        description="the first file names, in upload order (GET /jobs: at most 3; "
+        "GET /jobs/{id}: every image's)",
+    )
 
 
 class JobImage(BaseModel):

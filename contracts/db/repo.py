@@ -21,7 +21,7 @@ import asyncpg
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 """Either has fetch/fetchrow/fetchval/execute; a pool runs each statement on a free connection."""
 
-ResultPart = Literal["result", "geojson", "coco", "mask_png"]
+ResultPart = Literal["result", "geojson", "coco", "mask_png", "preview"]
 
 # Column expression per stored result part. JSON parts are read as text so per-image answers
 # can be sent without decoding and re-encoding them.
@@ -30,6 +30,7 @@ _PART_AS_TEXT: dict[str, str] = {
     "geojson": "r.geojson::text",
     "coco": "r.coco::text",
     "mask_png": "r.mask_png",
+    "preview": "r.preview_key",
 }
 _PART_DECODED: dict[str, str] = {
     "result": "r.result",
@@ -138,17 +139,21 @@ async def create_job_with_images(
     min_area: int,
     images: Sequence[NewImage],
     sync: bool = False,
+    plane: int | None = None,
+    channel: int | None = None,
 ) -> asyncpg.Record:
     """Insert a job and its images (status ``queued``) in one transaction.
 
     Returns:
-        The job row ``(id, model, threshold, min_area, total, created_at, finished_at, sync)``.
+        The job row ``(id, model, threshold, min_area, total, created_at, finished_at, sync,
+        plane, channel)``.
     """
     async with conn.transaction():
         job = await conn.fetchrow(
-            "INSERT INTO jobs (id, user_id, model, threshold, min_area, total, sync) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-            "RETURNING id, model, threshold, min_area, total, created_at, finished_at, sync",
+            "INSERT INTO jobs (id, user_id, model, threshold, min_area, total, sync, plane, "
+            "channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "RETURNING id, model, threshold, min_area, total, created_at, finished_at, sync, "
+            "plane, channel",
             job_id,
             user_id,
             model,
@@ -156,6 +161,8 @@ async def create_job_with_images(
             min_area,
             len(images),
             sync,
+            plane,
+            channel,
         )
         await conn.executemany(
             "INSERT INTO images (id, job_id, user_id, seq, filename, sha256, size_bytes, "
@@ -179,8 +186,11 @@ async def create_job_with_images(
 
 
 _JOB_COLUMNS = (
-    "j.id, j.model, j.threshold, j.min_area, j.total, j.created_at, j.finished_at, j.sync"
+    "j.id, j.model, j.threshold, j.min_area, j.total, j.created_at, j.finished_at, j.sync, "
+    "j.plane, j.channel"
 )
+LISTED_FILENAMES = 3
+"""File names a row of the jobs list carries (the first ones, in upload order)."""
 
 
 async def list_jobs(
@@ -190,10 +200,13 @@ async def list_jobs(
 
     Offset pagination ordered by ``(created_at DESC, id)``: stable while no job is created
     between two pages (a new job shifts later pages by one). Each row carries ``counts``, a
-    ``{status: n}`` dict of its images.
+    ``{status: n}`` dict of its images, and ``filenames``, the first :data:`LISTED_FILENAMES`
+    file names in upload order.
     """
     rows = await ex.fetch(
-        f"SELECT {_JOB_COLUMNS}, COALESCE(c.counts, '{{}}'::jsonb) AS counts "
+        f"SELECT {_JOB_COLUMNS}, COALESCE(c.counts, '{{}}'::jsonb) AS counts, "
+        "ARRAY(SELECT filename FROM images WHERE job_id = j.id ORDER BY seq LIMIT $4) "
+        "AS filenames "
         "FROM jobs j LEFT JOIN LATERAL ("
         "  SELECT jsonb_object_agg(s.status, s.n) AS counts FROM ("
         "    SELECT status, count(*) AS n FROM images WHERE job_id = j.id GROUP BY status"
@@ -203,6 +216,7 @@ async def list_jobs(
         user_id,
         limit,
         offset,
+        LISTED_FILENAMES,
     )
     total = await ex.fetchval("SELECT count(*) FROM jobs WHERE user_id = $1", user_id)
     return list(rows), int(total)
@@ -275,7 +289,8 @@ async def get_image_result(
     Returns:
         ``(id, seq, filename, status, error_code, error, payload, mask_key, has_result)``
         where ``payload`` is the part's JSON text (``bytes`` for ``mask_png``, None when the
-        mask is in the blob store under ``mask_key``) or None when no result is stored;
+        mask is in the blob store under ``mask_key``; the preview's blob key for ``preview``,
+        None when the result has none) or None when no result is stored;
         None when the image does not exist in that job of that user.
     """
     column = _PART_AS_TEXT[part]

@@ -125,7 +125,7 @@ async def claim_image(pool: asyncpg.Pool, image_id: str) -> asyncpg.Record | Non
         WHERE i.id = $1 AND j.id = i.job_id
           AND i.status IN ('queued', 'dispatched', 'processing')
         RETURNING i.id, i.job_id, i.user_id, i.seq, i.sha256, i.filename,
-                  j.model, j.threshold, j.min_area
+                  j.model, j.threshold, j.min_area, j.plane, j.channel
         """,
         image_id,
     )
@@ -143,6 +143,7 @@ async def store_result(
     inference_ms: float,
     batch_size: int,
     worker: str,
+    preview_key: str | None = None,
 ) -> None:
     """Upsert the result (keyed by image id: a redelivered image is stored once) and mark the
     image done, atomically (a savepoint inside the caller's transaction, which holds the
@@ -152,12 +153,13 @@ async def store_result(
         await conn.execute(
             """
             INSERT INTO results (image_id, objects, result, geojson, coco, mask_key,
-                                 inference_ms, batch_size, worker)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                 inference_ms, batch_size, worker, preview_key)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (image_id) DO UPDATE SET
                 objects = EXCLUDED.objects, result = EXCLUDED.result,
                 geojson = EXCLUDED.geojson, coco = EXCLUDED.coco,
                 mask_key = EXCLUDED.mask_key, mask_png = NULL,
+                preview_key = EXCLUDED.preview_key,
                 inference_ms = EXCLUDED.inference_ms,
                 batch_size = EXCLUDED.batch_size, worker = EXCLUDED.worker,
                 created_at = now()
@@ -171,6 +173,7 @@ async def store_result(
             inference_ms,
             batch_size,
             worker,
+            preview_key,
         )
         await conn.execute(
             "UPDATE images SET status = 'done', finished_at = now(), error_code = NULL, "
@@ -298,6 +301,9 @@ async def take_expired_jobs(
         UNION
         SELECT DISTINCT r.mask_key, 'mask' FROM results r JOIN images i ON i.id = r.image_id
         WHERE i.job_id = ANY($1::uuid[]) AND r.mask_key IS NOT NULL
+        UNION
+        SELECT DISTINCT r.preview_key, 'mask' FROM results r JOIN images i ON i.id = r.image_id
+        WHERE i.job_id = ANY($1::uuid[]) AND r.preview_key IS NOT NULL
         ON CONFLICT (key) DO NOTHING
         """,
         ids,
@@ -319,10 +325,11 @@ async def pending_blob_deletions(conn: asyncpg.Connection, limit: int) -> list[a
 
 async def referenced_blobs(conn: asyncpg.Connection, keys: list[str]) -> set[str]:
     """Which of these keys some row still refers to (an upload by ``images.sha256``, a mask by
-    ``results.mask_key``)."""
+    ``results.mask_key``, a preview by ``results.preview_key``)."""
     rows = await conn.fetch(
         "SELECT sha256 AS key FROM images WHERE sha256 = ANY($1::text[]) "
-        "UNION SELECT mask_key FROM results WHERE mask_key = ANY($1::text[])",
+        "UNION SELECT mask_key FROM results WHERE mask_key = ANY($1::text[]) "
+        "UNION SELECT preview_key FROM results WHERE preview_key = ANY($1::text[])",
         keys,
     )
     return {r["key"] for r in rows}

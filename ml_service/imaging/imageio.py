@@ -28,10 +28,10 @@ tifffile. Notes on what is accepted:
 - TIFF: one page of the first series. A stack (ImageJ/OME z-stacks and hyperstacks, a plain
   multi-page series) is read at the ``plane`` and ``channel`` the caller names; without a
   choice it is refused with a message saying what it holds (:mod:`imageheader.stack`). Pages
-  that are themselves volumes are refused. Photometric grey (min-is-black or min-is-white, values returned as stored),
-  RGB and YCbCr; 1, 3 or 4 samples; uint8, uint16 or float (returned as float32). Compressions
-  beyond deflate/LZMA need the ``imagecodecs`` package; without it they are refused as
-  unsupported.
+  that are themselves volumes are refused. Photometric grey (min-is-black or min-is-white,
+  values returned as stored), RGB and YCbCr; 1, 3 or 4 samples; uint8, uint16 or float
+  (returned as float32). Compressions beyond deflate/LZMA need the ``imagecodecs`` package;
+  without it they are refused as unsupported.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def test_create_job(client: TestClient, user: ApiUser, db: SyncDb, upload_dir: P
     assert r.status_code == 202, r.text
     body = r.json()
     assert set(body) == {
-        "id", "status", "model", "threshold", "min_area", "images", "created_at",
+        "id", "status", "model", "threshold", "min_area", "plane", "channel", "images",
+        "created_at",
     }  # fmt: skip
     assert body["status"] == "queued"
     assert (body["model"], body["threshold"], body["min_area"]) == ("hrnet", 0.3, 7)

@@ -60,8 +60,9 @@ def test_a_colour_image_needs_no_choice_and_may_give_one_colour() -> None:
     assert choose(h, 0, 1).sample == 1
     with pytest.raises(StackChoice, match="channel=3 is not one of them"):
         choose(h, None, 3)
-    with pytest.raises(StackChoice, match="plane=1"):
-        choose(h, 1, None)
+    assert choose(h, 1, None) == choose(h, None, None)  # not a stack: plane does not apply
+    grey = read_header(PLAIN_PAGES)
+    assert choose(grey, 2, 7).channel == 0  # grey: channel does not apply
 
 
 def test_page_index_follows_the_axes_order() -> None:
