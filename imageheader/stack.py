@@ -67,25 +67,23 @@ def choose(
             or an index the file does not hold (the message says what it holds).
     """
     holds = describe(header, name)
+    chosen_plane = 0
     if header.planes > 1:
-        if plane is None:
-            raise StackChoice(f"{holds}; choose one with plane=0..{header.planes - 1}")
-        if not 0 <= plane < header.planes:
-            raise StackChoice(
-                f"{holds}; plane={plane} is not one of them (0..{header.planes - 1})"
-            )
-    chosen_plane = plane if header.planes > 1 and plane is not None else 0
+        chosen_plane = _index(holds, "plane", plane, header.planes)
     if header.channel_planes > 1:
-        if channel is None:
-            raise StackChoice(f"{holds}; choose one with channel=0..{header.channel_planes - 1}")
-        if not 0 <= channel < header.channel_planes:
-            raise StackChoice(
-                f"{holds}; channel={channel} is not one of them (0..{header.channel_planes - 1})"
-            )
-        return Choice(chosen_plane, channel, None)
+        return Choice(chosen_plane, _index(holds, "channel", channel, header.channel_planes), None)
     colours = min(header.channels, 3)  # RGBA: the alpha is no channel to segment
     if channel is None or colours == 1:
         return Choice(chosen_plane, 0, None)
     if not 0 <= channel < colours:
         raise StackChoice(f"{holds}; channel={channel} is not one of them (0..{colours - 1})")
     return Choice(chosen_plane, 0, channel)
+
+
+def _index(holds: str, what: str, value: int | None, count: int) -> int:
+    """``value`` when it is one of ``count``; else :class:`StackChoice` saying how to choose."""
+    if value is None:
+        raise StackChoice(f"{holds}; choose one with {what}=0..{count - 1}")
+    if not 0 <= value < count:
+        raise StackChoice(f"{holds}; {what}={value} is not one of them (0..{count - 1})")
+    return value
