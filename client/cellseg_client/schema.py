@@ -129,9 +129,12 @@ class Job:
     model: str
     threshold: float
     min_area: int
+    plane: int | None = None
+    channel: int | None = None
     created_at: str | None = None
     finished_at: str | None = None
     counts: Counts | None = None
+    filenames: list[str] = field(default_factory=list)
     images: list[JobImage] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -148,9 +151,12 @@ class Job:
             model=str(data.get("model") or ""),
             threshold=float(data.get("threshold") or 0.0),
             min_area=int(data.get("min_area") or 0),
+            plane=data.get("plane"),
+            channel=data.get("channel"),
             created_at=data.get("created_at"),
             finished_at=data.get("finished_at"),
             counts=Counts.from_json(counts) if isinstance(counts, Mapping) else None,
+            filenames=[str(name) for name in data.get("filenames") or []],
             images=[JobImage.from_json(im) for im in data.get("images") or []],
             raw=dict(data),
         )
