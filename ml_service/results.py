@@ -24,12 +24,17 @@ MAX_MIN_AREA = 10_000_000
 
 @dataclass(frozen=True)
 class SegmentationParams:
-    """User-set postprocessing: probability threshold and minimum object area in pixels."""
+    """User-set postprocessing: probability threshold, minimum object area in pixels, and
+    whether touching objects are separated (``split``; on by default, as it measures best
+    overall: docs/benchmarks.md, "Instance separation")."""
 
     threshold: float = 0.5
     min_area: int = 50
+    split: bool = True
 
     def validate(self) -> SegmentationParams:
+        if not isinstance(self.split, bool):
+            raise InvalidParameters(f"split must be true or false, got {self.split!r}")
         low, high = THRESHOLD_RANGE
         if not low <= self.threshold <= high:
             raise InvalidParameters(f"threshold must be within {low}–{high}, got {self.threshold}")
@@ -61,6 +66,7 @@ class SegmentationResult:
             "variant": self.variant,
             "threshold": self.params.threshold,
             "min_area": self.params.min_area,
+            "split": self.params.split,
             "tiles": self.tiles,
             "batch_sizes": self.batch_sizes,
             "timings_ms": self.timings_ms,

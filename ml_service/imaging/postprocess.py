@@ -43,6 +43,7 @@ import numpy as np
 from skimage.measure import find_contours, regionprops
 
 from ml_service.errors import InvalidImage, InvalidParameters, TooManyObjects
+from ml_service.imaging.instances import split_instances
 
 MAX_OBJECTS = 65535
 """Most objects one label mask (uint16) can hold."""
@@ -100,18 +101,28 @@ class SegmentedObject:
 
 
 def extract_objects(
-    prob: np.ndarray, threshold: float, min_area: int
+    prob: np.ndarray,
+    threshold: float,
+    min_area: int,
+    *,
+    split: bool = False,
+    size_scale: float = 1.0,
 ) -> tuple[np.ndarray, list[SegmentedObject]]:
     """Threshold a probability map into 8-connected objects and measure them.
 
     Args:
         prob: ``(H, W)`` float array, foreground probability in ``[0, 1]``.
         threshold: pixels with ``prob > threshold`` are foreground; ``0 < threshold < 1``.
-        min_area: components with fewer pixels are dropped; ``>= 0``.
+        min_area: objects with fewer pixels are dropped; ``>= 0``.
+        split: separate touching objects (``ml_service.imaging.instances.split_instances``)
+            instead of taking each connected component as one object.
+        size_scale: object size relative to the model's training frame, for ``split``.
 
     Returns:
         ``(labels, objects)``: ``labels`` ``(H, W)`` uint16, 0 background and objects numbered
         1..n consecutively in raster order of their first pixel; ``objects[i].id == i + 1``.
+        With ``split`` an object is one watershed region, so two objects may touch; holes stay
+        background either way.
 
     Raises:
         InvalidParameters: ``threshold`` or ``min_area`` out of range.
@@ -125,20 +136,37 @@ def extract_objects(
     if prob.ndim != 2 or prob.size == 0 or prob.dtype.kind not in "uif":
         raise InvalidImage(f"expected a non-empty (H, W) probability map, got {prob.shape}")
     foreground = (prob > threshold).astype(np.uint8)
-    count, components, stats, _ = cv2.connectedComponentsWithStats(
-        foreground, connectivity=8, ltype=cv2.CV_32S
-    )
-    keep = stats[1:, cv2.CC_STAT_AREA] >= min_area
+    if split:
+        components = split_instances(foreground, size_scale)
+        count = int(components.max()) + 1
+        areas = np.bincount(components.ravel(), minlength=count)[1:]
+        order = _raster_order(components, count)
+    else:
+        count, components, stats, _ = cv2.connectedComponentsWithStats(
+            foreground, connectivity=8, ltype=cv2.CV_32S
+        )
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        order = np.arange(count - 1)
+    keep = areas >= min_area
     kept = int(keep.sum())
     if kept > MAX_OBJECTS:
         raise TooManyObjects(
             f"{kept} objects found, more than the {MAX_OBJECTS} a label mask can hold; "
             "raise the threshold or min_area, or segment a smaller region"
         )
+    kept_in_order = order[keep[order]]
     lut = np.zeros(count, np.uint16)
-    lut[1:][keep] = np.arange(1, kept + 1, dtype=np.uint16)
+    lut[kept_in_order + 1] = np.arange(1, kept + 1, dtype=np.uint16)
     labels = lut[components]
     return labels, objects_from_labels(labels)
+
+
+def _raster_order(labels: np.ndarray, count: int) -> np.ndarray:
+    """Indices ``label - 1`` of labels ``1..count-1`` sorted by the raster index of their first
+    pixel (every label in ``1..count-1`` is present)."""
+    first = np.full(count, labels.size, np.int64)
+    np.minimum.at(first, labels.ravel(), np.arange(labels.size))
+    return np.argsort(first[1:], kind="stable")
 
 
 def objects_from_labels(labels: np.ndarray) -> list[SegmentedObject]:

@@ -122,25 +122,34 @@ def pixel_exact(restore: Restore) -> bool:
 
 
 def postprocess_outputs(
-    outputs: list[np.ndarray], restore: Restore, threshold: float, min_area: int
+    outputs: list[np.ndarray],
+    restore: Restore,
+    threshold: float,
+    min_area: int,
+    split: bool = False,
 ) -> tuple[np.ndarray, list[SegmentedObject], float]:
     """Model outputs of one image → ``(labels, objects, milliseconds)``.
+
+    The full-size map is assembled first (tiles stitched, letterbox undone), then thresholded
+    and, with ``split``, separated into instances, so an object across a tile seam is one
+    object, found once.
 
     Args:
         outputs: one ``(size, size)`` map per model input: float32 probabilities, or uint8
             masks already thresholded at ``threshold`` (only where ``pixel_exact(restore)``).
         restore: what ``decode_and_prepare`` returned with the inputs.
         threshold: probability threshold; min_area: smallest object kept (pixels).
+        split: separate touching objects (``ml_service.imaging.instances``).
     """
     t0 = time.perf_counter()
     if any(o.dtype == np.uint8 for o in outputs):
         limit = np.float32(threshold)
         masks = [o if o.dtype == np.uint8 else (o > limit).astype(np.uint8) for o in outputs]
         foreground = restore.restore(np.stack(masks))  # 0/1 float32, pixels copied
-        labels, objects = extract_objects(foreground, 0.5, min_area)
+        labels, objects = extract_objects(foreground, 0.5, min_area, split=split)
     else:
         prob = restore.restore(np.stack(outputs))
-        labels, objects = extract_objects(prob, threshold, min_area)
+        labels, objects = extract_objects(prob, threshold, min_area, split=split)
     return labels, objects, 1000 * (time.perf_counter() - t0)
 
 

@@ -345,6 +345,7 @@ class Engine:
                 prepared.restore,
                 params.threshold,
                 params.min_area,
+                params.split,
             )
             end = time.monotonic()
             timings = {

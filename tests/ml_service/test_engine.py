@@ -136,6 +136,20 @@ def test_outputs_encode(engine: Engine) -> None:
     assert result.mask_png().startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("model", ["hrnet", "cbam_resunet", "unet"])
+def test_touching_discs_are_split_unless_split_is_off(engine: Engine, model: str) -> None:
+    # two nucleus-sized discs overlapping (centres 1.6 r apart), with a microscope's blur
+    image = cv2.GaussianBlur(disc_image(128, 160, [(55, 64), (71, 64)], r=10), (0, 0), 1.5)
+    split = engine.segment(encode_png(image), model, SegmentationParams(0.5, 20))
+    merged = engine.segment(encode_png(image), model, SegmentationParams(0.5, 20, split=False))
+    assert split.params.split and split.to_json()["split"] is True
+    assert merged.to_json()["split"] is False
+    assert len(split.objects) == 2 and len(merged.objects) == 1
+    for obj in split.objects:
+        assert abs(obj.area - np.pi * 10**2) <= 0.15 * np.pi * 10**2
+    assert merged.objects[0].area == sum(o.area for o in split.objects)
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -166,6 +180,8 @@ def test_unknown_model_and_bad_parameters_raise_at_submit(engine: Engine) -> Non
         engine.submit(image, "hrnet", SegmentationParams(threshold=0.99))
     with pytest.raises(InvalidParameters, match="min_area"):
         engine.submit(image, "hrnet", SegmentationParams(min_area=-1))
+    with pytest.raises(InvalidParameters, match="split"):
+        engine.submit(image, "hrnet", SegmentationParams(split="no"))  # type: ignore[arg-type]
 
 
 def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) -> None:
