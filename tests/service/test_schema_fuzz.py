@@ -62,6 +62,7 @@ def fuzz(
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp,  # schemathesis keeps a cache folder where it runs
     )
 
 
