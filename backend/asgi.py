@@ -24,7 +24,7 @@ from backend.realtime import ConnectionCount, create_sio
 from backend.retention import RetentionLoop
 from backend.routes import metrics
 from contracts import events
-from contracts.db import work
+from contracts.db import recovery, work
 from contracts.jobs_state import counts_payload, job_status
 from contracts.settings import Settings, get_settings
 
@@ -40,14 +40,19 @@ def attach_service(app: FastAPI, settings: Settings) -> socketio.AsyncServer:
     app.include_router(metrics.router)
     inner = app.router.lifespan_context
 
+    async def announce(job_id: str, owner: int) -> bool:
+        """Emit ``job.done`` of a finished job; True when the publish reached Redis (this
+        gateway's own clients get it either way)."""
+        counts, total = await work.job_counts(app.state.pool, job_id)
+        payload = events.job_done(job_id, job_status(counts, total), counts_payload(counts, total))
+        await sio.emit(events.JOB_DONE, payload, room=events.rooms(owner, job_id))
+        return events.last_publish_ok()
+
     async def job_finished(job_id: UUID) -> None:
         pool = app.state.pool
         owner = await pool.fetchval("SELECT user_id FROM jobs WHERE id = $1", job_id)
-        counts, total = await work.job_counts(pool, str(job_id))
-        payload = events.job_done(
-            str(job_id), job_status(counts, total), counts_payload(counts, total)
-        )
-        await sio.emit(events.JOB_DONE, payload, room=events.rooms(owner, str(job_id)))
+        if await announce(str(job_id), owner):
+            await recovery.mark_done_sent(pool, str(job_id))
 
     async def images_cancelled(job_id: UUID, image_ids: list[UUID]) -> None:
         owner = await app.state.pool.fetchval("SELECT user_id FROM jobs WHERE id = $1", job_id)
@@ -58,7 +63,9 @@ def attach_service(app: FastAPI, settings: Settings) -> socketio.AsyncServer:
     @asynccontextmanager
     async def lifespan(a: FastAPI) -> AsyncIterator[None]:
         async with inner(a):
-            dispatcher = Dispatcher(settings, a.state.pool, make_sender(settings), a.state.redis)
+            dispatcher = Dispatcher(
+                settings, a.state.pool, make_sender(settings), a.state.redis, announce
+            )
             task = asyncio.create_task(dispatcher.run(), name="dispatcher")
             a.state.dispatcher = dispatcher
             a.state.on_job_created = lambda job_id: dispatcher.wake()

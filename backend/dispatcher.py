@@ -4,13 +4,17 @@ Every gateway replica runs one; the one that holds a PostgreSQL advisory lock (o
 connection) is the leader, the others try to take it every few ticks, so when the leader's
 process dies (its connection closes and PostgreSQL frees the lock) another replica leads within
 about a second. Each tick it reads the workers' heartbeats (:mod:`contracts.heartbeats`) and
-computes free capacity per device queue (``DISPATCH_IN_FLIGHT_PER_QUEUE`` per worker taking work
-there, minus images dispatched or processing there; a queue with no such worker, e.g. its only
-worker drains after SIGTERM, gets nothing), picks that many queued images by deficit round
-robin over users, marks them dispatched (``FOR UPDATE SKIP LOCKED``) and sends one Celery task
-each, inside one transaction: if Redis refuses a send, the images stay queued. The dispatcher
-never touches a GPU or an image's bytes. Work released to a queue that has had no live worker
-at all for ``DISPATCH_ORPHAN_GRACE_S`` goes back to queued, to be dispatched elsewhere.
+computes free capacity per device queue (the window of each worker taking work there, about two
+full batches of what it can run, :func:`backend.fairness.worker_window`, or
+``DISPATCH_IN_FLIGHT_PER_QUEUE`` per worker when set; minus images dispatched or processing
+there; a queue with no such worker, e.g. its only worker drains after SIGTERM, gets nothing),
+picks that many queued images by deficit round robin over users, marks them dispatched
+(``FOR UPDATE SKIP LOCKED``) and sends one Celery task each, carrying the image's dispatch
+number, inside one transaction: if Redis refuses a send, the images stay queued. The dispatcher
+never touches a GPU or an image's bytes. Before each round it recovers what a vanished worker
+or a broker restart left behind and announces finished jobs whose ``job.done`` was lost
+(:mod:`backend.recovery`). Work released to a queue that has had no live worker at all for
+``DISPATCH_ORPHAN_GRACE_S`` goes back to queued, to be dispatched elsewhere.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from backend.fairness import drr_pick
+from backend.fairness import drr_pick, worker_window
+from backend.recovery import Announce, Recovery
 from contracts.db import work
-from contracts.heartbeats import WorkerHeartbeat, live_workers, serving_queues
+from contracts.heartbeats import WorkerHeartbeat, live_workers
 from contracts.requests import TASK_SEGMENT
 from contracts.settings import Settings
 
@@ -48,12 +53,22 @@ def make_sender(settings: Settings) -> Celery:
     return app
 
 
+def queue_windows(workers: list[WorkerHeartbeat], override: int | None) -> dict[str, int]:
+    """Images each queue may hold released: the sum of the windows of the workers taking work
+    there (:func:`backend.fairness.worker_window`)."""
+    out: dict[str, int] = {}
+    for w in workers:
+        if w.serving and w.queue:
+            out[w.queue] = out.get(w.queue, 0) + worker_window(w, override)
+    return out
+
+
 def free_capacity(
-    queues: list[str], serving: dict[str, int], in_flight: dict[str, int], per_worker: int
+    queues: list[str], windows: dict[str, int], in_flight: dict[str, int]
 ) -> dict[str, int]:
-    """Images each queue may take now: ``per_worker`` per worker taking work there, minus what
-    is dispatched or processing there (never negative; 0 for a queue nobody serves)."""
-    return {q: max(0, per_worker * serving.get(q, 0) - in_flight.get(q, 0)) for q in queues}
+    """Images each queue may take now: its window minus what is dispatched or processing
+    there (never negative; 0 for a queue nobody serves)."""
+    return {q: max(0, windows.get(q, 0) - in_flight.get(q, 0)) for q in queues}
 
 
 def assign_queues(free: dict[str, int], n: int) -> list[str]:
@@ -69,12 +84,18 @@ def assign_queues(free: dict[str, int], n: int) -> list[str]:
 
 class Dispatcher:
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, sender: Celery, redis: aioredis.Redis
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        sender: Celery,
+        redis: aioredis.Redis,
+        announce: Announce | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.sender = sender
         self.redis = redis
+        self.recovery = Recovery(pool, redis, settings.queues, announce)
         self._last_alive: dict[str, float] = {}  # queue → last time a live worker was seen
         self._workers: tuple[float, list[WorkerHeartbeat]] | None = None  # (read at, workers)
         self.is_leader = False
@@ -123,8 +144,10 @@ class Dispatcher:
                 next_sweep = loop.time() + min(30.0, self.settings.visibility_timeout_s / 2)
             try:
                 workers = await self._live_workers()
+                await self.recovery.check(workers, loop.time())
                 await self.requeue_orphaned(workers)
                 sent = await self.tick(workers)
+                await self.recovery.announce_unsent(loop.time())
             except (OSError, BrokerError, RedisError) as exc:  # Redis down: nothing was sent
                 log.warning("dispatcher: broker unavailable (%s)", exc)
                 sent = 0
@@ -148,11 +171,10 @@ class Dispatcher:
 
     async def tick(self, workers: list[WorkerHeartbeat]) -> int:
         """One dispatch round given the live workers; returns the number of images sent."""
-        serving = serving_queues(workers)
-        per_worker = self.settings.dispatch_in_flight_per_queue
+        windows = queue_windows(workers, self.settings.dispatch_in_flight_per_queue)
         async with self.pool.acquire() as conn, conn.transaction():
             in_flight = await work.in_flight_by_queue(conn)
-            free = free_capacity(self.settings.queues, serving, in_flight, per_worker)
+            free = free_capacity(self.settings.queues, windows, in_flight)
             capacity = sum(free.values())
             if capacity == 0:
                 return 0
@@ -165,19 +187,19 @@ class Dispatcher:
             by_queue: dict[str, list[str]] = {}
             for (_, image_id), q in zip(picked.picked, targets, strict=True):
                 by_queue.setdefault(q, []).append(image_id)
-            sends: list[tuple[str, str]] = []
+            sends: list[tuple[str, str, int]] = []
             for q, ids in by_queue.items():
-                sends += [(q, i) for i in await work.claim_for_dispatch(conn, ids, q)]
+                sends += [(q, i, n) for i, n in await work.claim_for_dispatch(conn, ids, q)]
             await asyncio.to_thread(self._send, sends)
             await work.save_drr_state(conn, picked.deficits, picked.order)
         self.dispatched += len(sends)
         return len(sends)
 
-    def _send(self, sends: list[tuple[str, str]]) -> None:
-        for queue, image_id in sends:
+    def _send(self, sends: list[tuple[str, str, int]]) -> None:
+        for queue, image_id, dispatch in sends:
             self.sender.send_task(
                 TASK_SEGMENT,
-                args=[image_id],
+                args=[image_id, dispatch],
                 queue=queue,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},

@@ -1,9 +1,15 @@
-"""Deficit round robin over users with queued images (pure, no I/O).
+"""Deficit round robin over users with queued images, and each worker's window (pure, no I/O).
 
 Each round every active user's deficit grows by its quantum; a user sends images while its
 deficit covers their cost (1 per image) and it has images queued. A user whose queue empties
 loses its deficit. The service order rotates so the user after the last one served starts the
-next call: a 1-image job behind another user's 500 images goes out in the first round.
+next call; a user never served yet goes first: a 1-image job behind another user's 500 images
+goes out with the next free slot.
+
+The window is how many images the dispatcher keeps released to one worker (dispatched or
+running): about two full batches of what that worker can run now, read from its heartbeat, so a
+newcomer's image waits behind a couple of batches, not behind a fixed number of images that may
+be ten batches on a small CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from contracts.heartbeats import WorkerHeartbeat
 
 T = TypeVar("T")
 U = TypeVar("U", bound=Hashable)
@@ -32,9 +40,10 @@ def drr_pick(
 ) -> DrrResult[U, T]:
     """Pick up to ``capacity`` items fairly from per-user queues (each item costs 1).
 
-    ``order`` is the previous service order; users not in it join at the end (first come).
+    ``order`` is the previous service order; users not in it (never served) go first, in the
+    order given.
     """
-    users = [u for u in order if u in queued] + [u for u in queued if u not in order]
+    users = [u for u in queued if u not in order] + [u for u in order if u in queued]
     users = [u for u in users if queued[u]]
     deficit = {u: deficits.get(u, 0.0) for u in users}
     position = dict.fromkeys(users, 0)
@@ -59,3 +68,15 @@ def drr_pick(
         i = users.index(last_served)
         users = users[i + 1 :] + users[: i + 1]
     return DrrResult(picked, deficit, list(users))
+
+
+def worker_window(beat: WorkerHeartbeat, override: int | None = None) -> int:
+    """Images to keep released to this worker: one batch per device slot that may run at once,
+    at least two batches, plus one image per CPU-stage process (decoding or postprocessing
+    beside the device), with the largest batch ceiling the worker reports. On a 2-core CPU
+    (ceilings 1-2, one slot, one CPU process) that is 3-5 images; on a GPU with ceilings of 32,
+    two slots and 8 CPU processes, 72. ``override`` (``DISPATCH_IN_FLIGHT_PER_QUEUE``) wins."""
+    if override is not None:
+        return override
+    ceiling = max(beat.batch_ceilings.values(), default=1)
+    return max(1, ceiling) * max(2, beat.batch_slots) + max(1, beat.cpu_stage_depth)

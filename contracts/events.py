@@ -8,7 +8,9 @@ both receives one copy). REST state is the truth; events are a live view of it.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 from typing import Any
 
 import socketio
@@ -63,18 +65,62 @@ def job_done(job_id: str, status: str, counts: dict[str, int]) -> dict[str, Any]
     return {"job_id": job_id, "status": status, "counts": counts}
 
 
+class _CountingRedisManager(socketio.RedisManager):  # type: ignore[misc]
+    """python-socketio's write-only manager logs and swallows a failed publish; this one
+    remembers, per thread, how many subscribers the last publish reached (None: it failed)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last = threading.local()
+
+    def _publish(self, data: Any) -> Any:
+        self.last.receivers = None
+        receivers = super()._publish(data)
+        self.last.receivers = receivers
+        return receivers
+
+
 class EventPublisher:
     """Write-only publisher for processes that run no Socket.IO server (workers).
 
     Best effort: events are a live view of the database, so a publish that fails (Redis
     restarting) is logged and dropped, never failing the work that was already stored.
+    :meth:`emit` says whether a gateway received it, for the events that must not be lost
+    (``job.done``, marked sent only then).
     """
 
     def __init__(self, redis_url: str) -> None:
-        self._manager = socketio.RedisManager(redis_url, channel=CHANNEL, write_only=True)
+        self._manager = _CountingRedisManager(redis_url, channel=CHANNEL, write_only=True)
 
-    def emit(self, event: str, data: dict[str, Any], to: list[str]) -> None:
+    def emit(self, event: str, data: dict[str, Any], to: list[str]) -> bool:
+        """Publish; True when at least one gateway was subscribed and got it."""
         try:
             self._manager.emit(event, data, namespace="/", room=to)
         except Exception as exc:  # redis errors of any kind: the REST state stays the truth
             log.warning("event %s not published: %s", event, exc)
+            return False
+        receivers = getattr(self._manager.last, "receivers", None)
+        if not receivers:
+            log.warning("event %s reached no gateway (Redis restarting?)", event)
+        return bool(receivers)
+
+
+_published: contextvars.ContextVar[int | None] = contextvars.ContextVar("published", default=None)
+
+
+class CheckedAsyncRedisManager(socketio.AsyncRedisManager):  # type: ignore[misc]
+    """The gateways' manager: as python-socketio's, but :func:`last_publish_ok` tells the
+    emitting task whether its last publish reached Redis (python-socketio logs and swallows a
+    failure)."""
+
+    async def _publish(self, data: Any) -> Any:
+        _published.set(None)
+        receivers = await super()._publish(data)
+        _published.set(receivers)
+        return receivers
+
+
+def last_publish_ok() -> bool:
+    """Whether the current task's last publish through :class:`CheckedAsyncRedisManager`
+    reached Redis."""
+    return _published.get() is not None

@@ -4,7 +4,8 @@ Each worker process keeps ``cellseg:worker:<worker name>`` set (TTL ~15 s) to JS
 
     {"name": str, "queue": str, "device": str, "updated_at": float, "draining": bool,
      "in_flight": int, "capacity": int, "free_memory_bytes": int,
-     "batch_ceilings": {model: int}, "memory": {...}, "gpus": [...], "startup_s": float,
+     "batch_ceilings": {model: int}, "batch_slots": int, "cpu_stage_depth": int,
+     "memory": {...}, "gpus": [...], "startup_s": float,
      "models": [{"name", "variant", "input_size": [h, w], "backend", "batching": {...}}, ...]}
 
 A key that expired is a dead worker; a draining one (SIGTERM) finishes what it holds and takes
@@ -48,6 +49,8 @@ class WorkerHeartbeat:
     capacity: int = 0
     free_memory_bytes: int | None = None
     batch_ceilings: dict[str, int] = field(default_factory=dict)
+    batch_slots: int = 1  # batches that may run on the device at once
+    cpu_stage_depth: int = 1  # images in decode/preprocess/postprocess at once
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -67,6 +70,8 @@ class WorkerHeartbeat:
             "capacity": self.capacity,
             "free_memory_bytes": self.free_memory_bytes,
             "batch_ceilings": self.batch_ceilings,
+            "batch_slots": self.batch_slots,
+            "cpu_stage_depth": self.cpu_stage_depth,
             "models": [
                 {k: m.get(k) for k in ("name", "variant", "backend", "input_size")}
                 for m in self.models
@@ -94,6 +99,8 @@ def parse_heartbeat(raw: bytes | str) -> WorkerHeartbeat | None:
             batch_ceilings={
                 str(k): int(v) for k, v in (data.get("batch_ceilings") or {}).items() if v
             },
+            batch_slots=max(1, int(data.get("batch_slots") or 1)),
+            cpu_stage_depth=max(1, int(data.get("cpu_stage_depth") or 1)),
             extra={k: data[k] for k in ("memory", "gpus", "startup_s") if k in data},
         )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

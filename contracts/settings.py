@@ -41,9 +41,10 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(100_000_000, ge=1)
     sync_timeout_s: float = Field(60.0, gt=0, le=3600)
     admin_api_key: SecretStr | None = None
-    # dispatcher: images released to Celery per worker taking work ≈ two full batches
-    dispatch_in_flight_per_queue: int = Field(
-        16, ge=1, le=10_000, description="images in flight per live worker of a queue"
+    # dispatcher: images released to Celery per worker taking work; by default each worker's
+    # window follows its heartbeat (about two full batches, backend.fairness.worker_window)
+    dispatch_in_flight_per_queue: int | None = Field(
+        None, ge=1, le=10_000, description="override: images in flight per live worker"
     )
     dispatch_interval_s: float = Field(0.2, gt=0, le=60)
     dispatch_queues: str = Field("gpu0", description="comma-separated Celery device queues")

@@ -1,5 +1,6 @@
 """End-to-end harness: a fresh database, a real gateway (uvicorn) and a real Celery worker
-process on loopback, against the PostgreSQL and Redis running on this machine."""
+process on loopback, against the PostgreSQL and Redis running on this machine, or against
+servers of the test's own (:mod:`tests.private_servers`) when the test restarts them."""
 
 from __future__ import annotations
 
@@ -139,8 +140,8 @@ class Service:
         return asyncio.run(run())
 
 
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
+async def _admin(sql: str, dsn: str = PG_ADMIN) -> None:
+    conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(sql)
     finally:
@@ -154,31 +155,36 @@ def running_service(
     *,
     workers: int = 1,
     wait: bool = True,
+    redis_url: str | None = None,
+    pg_admin_dsn: str | None = None,
 ) -> Iterator[Service]:
     """A fresh database, one gateway and ``workers`` worker processes (stopped on exit).
 
     ``extra_env`` overrides the defaults below (e.g. ``STORAGE_URL`` or ``DISPATCH_QUEUES``).
+    ``redis_url`` and ``pg_admin_dsn`` point the service at other servers than the machine's
+    (a test that restarts them passes its private ones, :mod:`tests.private_servers`).
     """
-    ensure_postgres()
-    ensure_redis()
+    admin = pg_admin_dsn or PG_ADMIN
+    if pg_admin_dsn is None:
+        ensure_postgres()
+    if redis_url is None:
+        ensure_redis()
     tag = secrets.token_hex(4)
     dbname = f"cellseg_e2e_{tag}"
-    asyncio.run(_admin(f"CREATE DATABASE {dbname}"))
+    asyncio.run(_admin(f"CREATE DATABASE {dbname}", admin))
     port = free_port()
     queue = f"e2e{tag}"
     env = {
         **os.environ,
-        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{dbname}",
-        "REDIS_URL": SERVICE_REDIS_URL,
+        "DATABASE_URL": admin.rsplit("/", 1)[0] + f"/{dbname}",
+        "REDIS_URL": redis_url or SERVICE_REDIS_URL,
         "UPLOAD_DIR": str(tmp / "uploads"),
         "GATEWAY_PORT": str(port),
         "GATEWAY_WORKERS": "1",
         "ADMIN_API_KEY": ADMIN_KEY,
         "DISPATCH_QUEUES": queue,
-        "DISPATCH_IN_FLIGHT_PER_QUEUE": "8",
         "DISPATCH_INTERVAL_S": "0.1",
         "TASK_TIME_LIMIT_S": "60",
-        "BROKER_VISIBILITY_TIMEOUT_S": "8",
         "SYNC_TIMEOUT_S": "6",
         "WORKER_QUEUE": queue,
         "WORKER_HEARTBEAT_S": "1",
@@ -204,7 +210,8 @@ def running_service(
     finally:
         for name in list(svc.procs):
             svc.stop(name)
-        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)"))
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            asyncio.run(_admin(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)", admin))
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,11 @@
 publisher and the heartbeat that advertises the worker (and its batch profile) in Redis.
 
 Heartbeat (``cellseg:worker:<name>``, TTL three intervals), read by the gateway
-(:mod:`contracts.heartbeats`): device, models with their batch ceilings, free memory, tasks in
-flight and ``draining``. The dispatcher sends work only to queues with a live worker that is not
-draining; SIGTERM (Celery's warm shutdown) sets ``draining`` at once, the worker finishes and acks
-what it holds, then the key is deleted.
+(:mod:`contracts.heartbeats`): device, models with their batch ceilings, batches that may run at
+once, CPU-stage processes (from which the dispatcher sizes this worker's window), free memory,
+tasks in flight and ``draining``. The dispatcher sends work only to queues with a live worker
+that is not draining; SIGTERM (Celery's warm shutdown) sets ``draining`` at once, the worker
+finishes and acks what it holds, then the key is deleted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from contracts.db.pool import create_pool
 from contracts.events import EventPublisher
 from contracts.heartbeats import METRIC_BATCHES, METRIC_IMAGES, worker_key
 from contracts.settings import Settings, get_settings
+from contracts.transient import with_connection
 from ml_service.serving.engine import Engine
 from ml_service.settings import get_settings as get_engine_settings
 from workers.metrics import WorkerMetrics
@@ -34,6 +36,9 @@ from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+DB_RETRY_BUDGET_S = 120.0
+"""How long a task keeps retrying a database call while PostgreSQL is unreachable."""
 
 
 class WorkerRuntime:
@@ -64,8 +69,26 @@ class WorkerRuntime:
         self._beat.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        """Run a coroutine on the runtime's loop from a task thread."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        """Run a coroutine on the runtime's loop from a task thread; on timeout it is cancelled
+        (never left running on a connection the caller has given up on)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def db(
+        self,
+        fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        what: str = "database call",
+        budget_s: float = DB_RETRY_BUDGET_S,
+    ) -> T:
+        """``fn(conn)`` on a pooled connection, retried on a fresh one while PostgreSQL
+        restarts (:func:`contracts.transient.with_connection`)."""
+        return self.run(
+            with_connection(self.pool, fn, budget_s=budget_s, what=what), timeout=budget_s + 30
+        )
 
     def _count_batch(self, model: str, size: int, seconds: float) -> None:
         try:
@@ -130,6 +153,8 @@ class WorkerRuntime:
             "capacity": self.worker.ml_inference_workers,
             "free_memory_bytes": reading.free,
             "batch_ceilings": {m["name"]: m["batching"].get("ceiling") for m in info["models"]},
+            "batch_slots": info["batch_concurrency"],
+            "cpu_stage_depth": max(1, info["cpu_workers"]),
             "models": info["models"],
             "memory": info["memory"],
             "gpus": info["gpus"],

@@ -1,8 +1,14 @@
 """The one task: run one image through the engine and store its result.
 
-Tasks take an image id and re-fetch everything; they are idempotent (a done, failed or
-cancelled image returns at once; the result upsert is keyed by image id), which is what makes
-late acks and redelivery after a lost worker safe.
+Tasks take an image id and the dispatch number it was sent with, and re-fetch everything; they
+are idempotent (a done, failed or cancelled image, or one sent again in a newer message, returns
+at once; the result upsert is keyed by image id), which is what makes late acks, redelivery and
+requeueing after a lost worker or a broker restart safe.
+
+Every claimed image ends its task done, failed with a reason, or queued again: database calls
+are retried on a fresh connection while PostgreSQL restarts (:mod:`contracts.transient`); what
+a dependency restart still makes fail puts the image back in the queue (failed after
+``MAX_ATTEMPTS`` claims); anything else fails the image with ``internal_error`` and the message.
 """
 
 from __future__ import annotations
@@ -15,11 +21,10 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-import redis
 from celery import Task
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
 
-from contracts.db import repo, work
+from contracts.db import recovery, repo, work
 from contracts.outcomes import code_for, outcome
 from contracts.settings import get_settings
 from contracts.storage import (
@@ -31,6 +36,7 @@ from contracts.storage import (
     preview_key,
     upload_key,
 )
+from contracts.transient import TRANSIENT
 from ml_service.errors import EngineError, UnknownModel
 from ml_service.imaging.imageio import decode_image
 from ml_service.imaging.preview import preview_png
@@ -47,15 +53,8 @@ from workers.runtime import (
 
 log = logging.getLogger(__name__)
 
-TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    redis.ConnectionError,
-    StorageUnavailable,
-)
+MAX_ATTEMPTS = 8
+"""Claims of one image before a failure that keeps coming back fails it instead of requeueing."""
 
 
 @lru_cache(maxsize=1)
@@ -66,7 +65,7 @@ def blob_store() -> BlobStore:
 
 
 async def save_result(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     store: BlobStore,
     image_id: str,
     mask_png: bytes,
@@ -82,7 +81,7 @@ async def save_result(
     if preview is not None:
         shown = preview_key(hashlib.sha256(preview).hexdigest())
         blobs[shown] = preview
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         await repo.lock_blobs(conn, list(blobs))
         for key, data in blobs.items():
             if not await asyncio.to_thread(store.exists, key):
@@ -136,27 +135,34 @@ def _close_engine(**_: Any) -> None:
     stop_runtime()
 
 
-@app.task(
-    name=TASK_SEGMENT,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=8,
-)
-def segment_image(self: Task, image_id: str) -> str:
+@app.task(name=TASK_SEGMENT, bind=True, acks_late=True, reject_on_worker_lost=True)
+def segment_image(self: Task, image_id: str, dispatch: int | None = None) -> str:
     rt = get_runtime()
     with rt.task():
-        return _segment(rt, image_id)
+        return _segment(rt, image_id, dispatch)
 
 
-def _segment(rt: WorkerRuntime, image_id: str) -> str:
-    row = rt.run(work.claim_image(rt.pool, image_id))
+def _segment(rt: WorkerRuntime, image_id: str, dispatch: int | None) -> str:
+    name = rt.worker.worker_name
+    row = rt.db(lambda c: work.claim_image(c, image_id, name, dispatch), "claim")
     if row is None:
-        return "skipped"  # done, failed or cancelled already: redelivery or stale message
+        return "skipped"  # finished, cancelled, or sent again in a newer message
     publish_image(rt, row, "processing")
+    try:
+        result = _process(rt, row)
+    except TRANSIENT as exc:
+        return _give_back(rt, row, exc)
+    except Exception as exc:  # a bug or an unforeseen error: fail the image with the reason
+        log.exception("image %s failed unexpectedly", image_id)
+        result = _fail(rt, row, "internal_error", f"{type(exc).__name__}: {exc}")
+    _announce(rt, row)
+    return result
+
+
+def _process(rt: WorkerRuntime, row: asyncpg.Record) -> str:
+    """Run the image and store its result (``done``), or fail it for a reason of its own
+    (``failed``). Transient errors propagate."""
+    image_id = str(row["id"])
     store = blob_store()
     try:
         data = store.get(upload_key(row["sha256"]))
@@ -167,30 +173,18 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
         )
     except (EngineError, BlobNotFound) as exc:
         code, message = failure(exc)
-        rt.run(work.fail_image(rt.pool, image_id, code, message))
-        rt.count_image("failed")
-        rt.metrics.observe_image(row["model"], "failed")
-        error = {"code": code, "message": message, "retryable": outcome(code).retryable}
-        publish_image(rt, row, "failed", error=error)
-        publish_job(rt, str(row["job_id"]), row["user_id"])
-        return "failed"
-    body = {**result.to_json(), "width": result.width, "height": result.height}
-    rt.run(
-        save_result(
-            rt.pool,
-            store,
-            image_id,
-            result.mask_png(),
-            preview,
-            objects=len(result.objects),
-            result=body,
-            geojson=result.to_geojson(),
-            coco=result.to_coco(image_id=int(row["seq"]) + 1, file_name=row["filename"]),
-            inference_ms=result.timings_ms["inference"],
-            batch_size=max(result.batch_sizes),
-            worker=rt.worker.worker_name,
-        )
-    )
+        return _fail(rt, row, code, message)
+    fields: dict[str, Any] = {
+        "objects": len(result.objects),
+        "result": {**result.to_json(), "width": result.width, "height": result.height},
+        "geojson": result.to_geojson(),
+        "coco": result.to_coco(image_id=int(row["seq"]) + 1, file_name=row["filename"]),
+        "inference_ms": result.timings_ms["inference"],
+        "batch_size": max(result.batch_sizes),
+        "worker": rt.worker.worker_name,
+    }
+    mask_png = result.mask_png()
+    rt.db(lambda c: save_result(c, store, image_id, mask_png, preview, **fields), "save result")
     rt.count_image("done")
     rt.metrics.observe_image(row["model"], "done", result.timings_ms["queue"])
     publish_image(
@@ -200,5 +194,45 @@ def _segment(rt: WorkerRuntime, image_id: str) -> str:
         objects=len(result.objects),
         inference_ms=result.timings_ms["inference"],
     )
-    publish_job(rt, str(row["job_id"]), row["user_id"])
     return "done"
+
+
+def _fail(rt: WorkerRuntime, row: asyncpg.Record, code: str, message: str) -> str:
+    image_id = str(row["id"])
+    rt.db(lambda c: work.fail_image(c, image_id, code, message), "fail image")
+    rt.count_image("failed")
+    rt.metrics.observe_image(row["model"], "failed")
+    error = {"code": code, "message": message, "retryable": outcome(code).retryable}
+    publish_image(rt, row, "failed", error=error)
+    return "failed"
+
+
+def _give_back(rt: WorkerRuntime, row: asyncpg.Record, exc: BaseException) -> str:
+    """A dependency failed mid-task: the image goes back to the queue (or fails, once it has
+    been claimed ``MAX_ATTEMPTS`` times)."""
+    image_id = str(row["id"])
+    reason = f"{type(exc).__name__}: {exc}"
+    try:
+        if int(row["attempts"]) >= MAX_ATTEMPTS:
+            message = f"gave up after {MAX_ATTEMPTS} tries: {reason}"
+            storage = isinstance(exc, StorageUnavailable)
+            code = "storage_unavailable" if storage else "internal_error"
+            result = _fail(rt, row, code, message)
+            _announce(rt, row)
+            return result
+        dispatch = int(row["dispatches"])
+        rt.db(lambda c: recovery.requeue_image(c, image_id, dispatch), "requeue")
+    except TRANSIENT as again:  # PostgreSQL down for the whole retry budget
+        log.error("image %s left processing (%s); the stale sweep requeues it", image_id, again)
+        return "stranded"
+    log.warning("image %s requeued after %s", image_id, reason)
+    return "requeued"
+
+
+def _announce(rt: WorkerRuntime, row: asyncpg.Record) -> None:
+    """The job's progress (and ``job.done``); never fails the task: the dispatcher announces a
+    finished job whose ``job.done`` was not sent."""
+    try:
+        publish_job(rt, str(row["job_id"]), row["user_id"])
+    except Exception as exc:
+        log.warning("progress of job %s not published: %s", row["job_id"], exc)

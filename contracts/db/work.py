@@ -41,20 +41,22 @@ async def queued_heads(conn: asyncpg.Connection, per_user: int) -> dict[int, lis
 
 async def claim_for_dispatch(
     conn: asyncpg.Connection, image_ids: list[str], queue: str
-) -> list[str]:
+) -> list[tuple[str, int]]:
     """Inside the caller's transaction: lock the still-queued rows (skipping locked ones) and
-    mark them dispatched to ``queue``; returns the ids claimed."""
+    mark them dispatched to ``queue``; returns ``(id, dispatch number)`` of each image claimed
+    (the number its Celery message carries, see :func:`claim_image`)."""
     rows = await conn.fetch(
         """
-        UPDATE images SET status = 'dispatched', queue = $2, dispatched_at = now()
+        UPDATE images SET status = 'dispatched', queue = $2, dispatched_at = now(),
+                          worker = NULL, dispatches = dispatches + 1
         WHERE id IN (SELECT id FROM images WHERE id = ANY($1::uuid[]) AND status = 'queued'
                      FOR UPDATE SKIP LOCKED)
-        RETURNING id
+        RETURNING id, dispatches
         """,
         image_ids,
         queue,
     )
-    return [str(r["id"]) for r in rows]
+    return [(str(r["id"]), int(r["dispatches"])) for r in rows]
 
 
 async def load_drr_state(conn: asyncpg.Connection) -> tuple[dict[int, float], list[int]]:
@@ -87,7 +89,7 @@ async def requeue_stale(
     task's claim and the result upsert are idempotent."""
     result = await conn.execute(
         """
-        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL
+        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL, worker = NULL
         WHERE (status = 'dispatched' AND dispatched_at < now() - make_interval(secs => $1))
            OR (status = 'processing' AND started_at < now() - make_interval(secs => $2))
         """,
@@ -103,7 +105,7 @@ async def requeue_orphaned(conn: asyncpg.Connection | asyncpg.Pool, queues: list
     duplicate is harmless (see :func:`requeue_stale`)."""
     result = await conn.execute(
         """
-        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL
+        UPDATE images SET status = 'queued', queue = NULL, dispatched_at = NULL, worker = NULL
         WHERE status IN ('dispatched', 'processing') AND queue = ANY($1::text[])
         """,
         queues,
@@ -114,20 +116,36 @@ async def requeue_orphaned(conn: asyncpg.Connection | asyncpg.Pool, queues: list
 # --- workers -----------------------------------------------------------------------------------
 
 
-async def claim_image(pool: asyncpg.Pool, image_id: str) -> asyncpg.Record | None:
-    """Mark an image processing (blocks until the dispatcher's transaction commits); ``None``
-    when it is already done, failed or cancelled (a redelivered or stale task)."""
-    return await pool.fetchrow(
+async def claim_image(
+    ex: asyncpg.Connection | asyncpg.Pool, image_id: str, worker: str, dispatch: int | None
+) -> asyncpg.Record | None:
+    """Mark an image processing by ``worker`` (blocks until the dispatcher's transaction
+    commits); ``None`` when it is done, failed or cancelled already, or when ``dispatch`` is not
+    the image's current dispatch number (a message that was requeued meanwhile, or survived a
+    broker restart: the image went out again in a newer message). A message without a number
+    (sent by an older gateway) claims any image still in work.
+
+    PostgreSQL tests an UPDATE's condition on the row version of its snapshot first and only
+    re-tests a row it had to wait for; a claim that arrives before the dispatcher's transaction
+    committed sees the row still queued, with the previous number.
+    """
+    return await ex.fetchrow(
         """
-        UPDATE images i SET status = 'processing', started_at = now(),
+        UPDATE images i SET status = 'processing', started_at = now(), worker = $2,
                             attempts = i.attempts + 1
         FROM jobs j
         WHERE i.id = $1 AND j.id = i.job_id
-          AND i.status IN ('queued', 'dispatched', 'processing')
-        RETURNING i.id, i.job_id, i.user_id, i.seq, i.sha256, i.filename,
-                  j.model, j.threshold, j.min_area, j.plane, j.channel
+          AND (($3::int IS NULL AND i.status IN ('queued', 'dispatched', 'processing'))
+               OR (i.dispatches = $3 AND i.status IN ('dispatched', 'processing'))
+               -- the row as it was before the dispatcher's transaction committed: match it,
+               -- so the claim waits for that commit and checks the committed row again
+               OR (i.dispatches = $3 - 1 AND i.status = 'queued'))
+        RETURNING i.id, i.job_id, i.user_id, i.seq, i.sha256, i.filename, i.attempts,
+                  i.dispatches, j.model, j.threshold, j.min_area, j.plane, j.channel
         """,
         image_id,
+        worker,
+        dispatch,
     )
 
 
@@ -182,8 +200,10 @@ async def store_result(
         )
 
 
-async def fail_image(pool: asyncpg.Pool, image_id: str, code: str, message: str) -> None:
-    await pool.execute(
+async def fail_image(
+    ex: asyncpg.Connection | asyncpg.Pool, image_id: str, code: str, message: str
+) -> None:
+    await ex.execute(
         "UPDATE images SET status = 'failed', finished_at = now(), error_code = $2, error = $3 "
         "WHERE id = $1 AND status <> 'done'",
         image_id,
@@ -242,7 +262,7 @@ class JobProgress:
     recent_span_s: float | None
 
 
-async def job_progress(pool: asyncpg.Pool, job_id: str) -> JobProgress:
+async def job_progress(pool: asyncpg.Connection | asyncpg.Pool, job_id: str) -> JobProgress:
     """:class:`JobProgress` of ``job_id``, in one round trip."""
     row = await pool.fetchrow(JOB_PROGRESS_SQL, job_id)
     counts = dict(zip(row["statuses"] or [], row["counts"] or [], strict=True))

@@ -138,6 +138,7 @@ class Engine:
         self.sizer = BatchSizer(self.ledger)
         self.stats = EngineStats()
         concurrency = settings.batch_concurrency or (2 if probe.kind == "cuda" else 1)
+        self.batch_concurrency = concurrency  # batches that may run on the device at once
         self._slots = threading.Semaphore(concurrency)
         self._device_pool = ThreadPoolExecutor(concurrency, thread_name_prefix="engine-device")
         workers = settings.cpu_workers
@@ -265,6 +266,7 @@ class Engine:
             ],
             "memory": self.ledger.snapshot(),
             "cpu_workers": self.cpu_workers,
+            "batch_concurrency": self.batch_concurrency,
             "gpus": nvml_gpus(),
         }
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 from backend.dispatcher import assign_queues
-from backend.fairness import drr_pick
+from backend.fairness import drr_pick, worker_window
+from contracts.heartbeats import WorkerHeartbeat, parse_heartbeat
 
 
 def test_one_image_job_behind_a_big_job_goes_out_in_the_first_round() -> None:
@@ -36,3 +39,41 @@ def test_emptied_user_loses_its_deficit_and_capacity_is_respected() -> None:
 def test_queues_filled_by_free_capacity() -> None:
     assert sorted(assign_queues({"gpu0": 3, "gpu1": 1}, 4)) == ["gpu0", "gpu0", "gpu0", "gpu1"]
     assert assign_queues({"gpu0": 2, "gpu1": 2}, 2).count("gpu0") == 1
+
+
+def test_a_newcomer_goes_out_with_the_next_free_slot() -> None:
+    res = drr_pick({1: ["a5", "a6"], 2: ["small"]}, {1: 0.0}, [1], capacity=1)
+    assert res.picked == [(2, "small")]
+
+
+def beat(**fields: object) -> WorkerHeartbeat:
+    return WorkerHeartbeat("w", "q", "dev", 0.0, **fields)  # type: ignore[arg-type]
+
+
+def test_window_of_a_cpu_worker_is_about_two_batches() -> None:
+    # a 2-core CPU: ceilings 1-2, one batch at a time, one CPU-stage process
+    cpu = beat(batch_ceilings={"cbam_resunet": 1, "hrnet": 2}, batch_slots=1, cpu_stage_depth=1)
+    assert worker_window(cpu) == 2 * 2 + 1
+    assert worker_window(cpu, override=16) == 16  # DISPATCH_IN_FLIGHT_PER_QUEUE wins
+
+
+def test_window_of_a_gpu_worker_is_about_two_batches() -> None:
+    gpu = beat(batch_ceilings={"hrnet": 32, "unet": 16}, batch_slots=2, cpu_stage_depth=8)
+    assert worker_window(gpu) == 2 * 32 + 8
+    # a worker reporting no ceilings yet (or an older heartbeat) still gets a small window
+    assert worker_window(beat()) == 3
+
+
+def test_a_window_follows_the_heartbeat_as_published() -> None:
+    raw = json.dumps(
+        {
+            "name": "w",
+            "queue": "q",
+            "batch_ceilings": {"m": 4},
+            "batch_slots": 3,
+            "cpu_stage_depth": 2,
+            "models": [{"name": "m"}],
+        }
+    )
+    parsed = parse_heartbeat(raw)
+    assert parsed is not None and worker_window(parsed) == 4 * 3 + 2

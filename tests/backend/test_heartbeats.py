@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.dispatcher import assign_queues, free_capacity
+from backend.dispatcher import assign_queues, free_capacity, queue_windows
 from contracts.heartbeats import WorkerHeartbeat, parse_heartbeat, serving_queues
 
 MODEL = {"name": "hrnet", "variant": "small", "backend": "torch", "input_size": [256, 256]}
@@ -60,7 +60,9 @@ def test_only_workers_taking_work_count_for_their_queue() -> None:
     ]
     serving = serving_queues(workers)  # type: ignore[arg-type]
     assert serving == {"gpu0": 2}
-    free = free_capacity(["gpu0", "gpu1", "gpu2"], serving, {"gpu0": 5, "gpu1": 3}, 4)
+    windows = queue_windows(workers, 4)  # type: ignore[arg-type]
+    assert windows == {"gpu0": 8}
+    free = free_capacity(["gpu0", "gpu1", "gpu2"], windows, {"gpu0": 5, "gpu1": 3})
     assert free == {"gpu0": 3, "gpu1": 0, "gpu2": 0}
-    assert free_capacity(["gpu0"], {"gpu0": 1}, {"gpu0": 9}, 4) == {"gpu0": 0}  # over: 0
+    assert free_capacity(["gpu0"], {"gpu0": 4}, {"gpu0": 9}) == {"gpu0": 0}  # over: 0
     assert assign_queues({"gpu0": 3, "gpu1": 1}, 4).count("gpu0") == 3
