@@ -226,6 +226,10 @@ def unavailable_dependency(exc: BaseException) -> str | None:
         return "PostgreSQL"
     if isinstance(exc, asyncpg.InterfaceError) and "connection" in str(exc).lower():
         return "PostgreSQL"  # "connection is closed", "connection was closed in the middle..."
+    if isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc):
+        # the server's shutdown notice arrived between two statements of a request (the
+        # connection is consuming it when the next statement starts): PostgreSQL restarting
+        return "PostgreSQL"
     if isinstance(exc, _REDIS_ERRORS):
         return "Redis"
     if isinstance(exc, OSError):  # includes TimeoutError; raised by asyncpg's connect
@@ -305,6 +309,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
-    for exc_type in (*_POSTGRES_ERRORS, asyncpg.InterfaceError, *_REDIS_ERRORS, OSError):
+    for exc_type in (
+        *_POSTGRES_ERRORS,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        *_REDIS_ERRORS,
+        OSError,
+    ):
         app.add_exception_handler(exc_type, _maybe_unavailable)
     app.add_exception_handler(Exception, _unexpected)

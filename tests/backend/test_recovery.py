@@ -1,9 +1,14 @@
-"""Which workers count as vanished (pure bookkeeping of ``backend.recovery.WorkerWatch``)."""
+"""Which workers count as vanished (``backend.recovery.WorkerWatch``), and which errors mean a
+dependency is restarting."""
 
 from __future__ import annotations
 
+import asyncpg
+
+from backend.errors import unavailable_dependency
 from backend.recovery import WorkerWatch
 from contracts.heartbeats import WorkerHeartbeat
+from contracts.transient import is_transient
 
 
 def beat(name: str, *, draining: bool = False) -> WorkerHeartbeat:
@@ -32,3 +37,16 @@ def test_after_a_broker_restart_workers_get_a_ttl_to_come_back() -> None:
     assert watch.update([], now=11.0) == []  # every heartbeat is gone with the data
     assert watch.update([beat("a")], now=12.0) == []  # a is back
     assert [w.name for w in watch.update([beat("a")], now=26.0)] == ["b"]  # b never came back
+
+
+def test_a_connection_caught_consuming_the_servers_shutdown_notice_is_transient() -> None:
+    """PostgreSQL's fast shutdown sends every backend a FATAL notice; a connection that gets
+    it between two statements is still consuming it when the next one (often the COMMIT)
+    starts: asyncpg raises InternalClientError. That is a restart, not a bug: the task retries
+    on a fresh connection and the gateway answers 503."""
+    exc = asyncpg.InternalClientError(
+        "cannot switch to state 15; another operation (2) is in progress"
+    )
+    assert is_transient(exc)
+    assert unavailable_dependency(exc) == "PostgreSQL"
+    assert unavailable_dependency(asyncpg.InternalClientError("something else")) is None

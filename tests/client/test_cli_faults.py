@@ -1,37 +1,51 @@
-"""``cellseg segment`` through faults: Redis stopped (503) and a rate limit (429)."""
+"""``cellseg segment`` through faults: Redis stopped (503) and a rate limit (429).
+
+The Redis test stops Redis: it runs against a service on servers of its own
+(:mod:`tests.private_servers`), never the machine's shared ones.
+"""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from scripts.local_services import ensure_redis
 from tests.client.conftest import User, image_rows, run_cli, write_pngs
 from tests.client.stub import Proxy, ServerThread
-from tests.harness import Service
+from tests.harness import Service, running_service
+from tests.private_servers import PrivateRedis, private_servers
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, PrivateRedis]]:
+    tmp = tmp_path_factory.mktemp("cli-faults")
+    with private_servers(tmp) as (redis, pg):
+        with running_service(tmp, redis_url=redis.url, pg_admin_dsn=pg.admin_dsn) as svc:
+            yield svc, redis
 
 
 def test_a_run_started_while_redis_is_down_completes_once_it_is_back(
-    service: Service, user: User, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    private: tuple[Service, PrivateRedis], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    service, redis = private
+    user = User("cli-redis", service.create_user("cli-redis"))
     src = write_pngs(tmp_path / "src", 3, seed=4)[0].parent
     out = tmp_path / "out"
     codes: list[int] = []
     args = ["segment", src, "--model", "hrnet", "--out", out, "--poll-interval", "0.5", "-q"]
     run = threading.Thread(target=lambda: codes.append(run_cli(service.url, user.key, *args)))
-    subprocess.run(["redis-cli", "-p", "6379", "shutdown", "nosave"], check=False, timeout=10)
+    redis.stop()
     try:
         run.start()
         deadline = time.monotonic() + 20
         while "503" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        ensure_redis()
+        redis.start()
     run.join(timeout=240)
     assert codes == [0]
     assert "503 service_unavailable; retry" in caplog.text
