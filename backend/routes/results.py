@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from backend.deps import CurrentUser, PoolDep, StoreDep
 from backend.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
-from backend.exports import ImagePayload, merge_coco, merge_geojson
+from backend.exports import ImagePayload, geojson_files, merge_coco, merge_geojson, zip_json
 from backend.routes.jobs import image_error, job_not_found, parse_id
 from backend.schemas.errors import ERROR_RESPONSES
 from backend.schemas.jobs import ImageError
@@ -132,6 +132,25 @@ async def image_mask(
     return Response(data, media_type="image/png")
 
 
+async def _terminal_job(
+    pool: asyncpg.Pool, user_id: int, job_id: str
+) -> tuple[UUID, asyncpg.Record, str]:
+    """The user's job, its id and status, once it is terminal; 404 / 409 ``not_ready``."""
+    jid: UUID = parse_id(job_id)
+    job = await repo.get_job(pool, user_id, jid)
+    if job is None:
+        raise job_not_found(jid)
+    counts = await repo.status_counts(pool, jid)
+    status = job_status(counts, job["total"])
+    if not is_terminal(status):
+        raise Conflict(
+            "not_ready",
+            f"the job is {status}; its results are available once every image has finished",
+            details={"status": status, "counts": counts_payload(counts, job["total"])},
+        )
+    return jid, job, status
+
+
 @router.get(
     "/jobs/{job_id}/results",
     response_model=JobResults | GeoJson | CocoDataset,
@@ -143,18 +162,7 @@ async def job_results(
     """The whole job's results once it is terminal: ``json`` (every image with its status and
     result), ``geojson`` (one FeatureCollection) or ``coco`` (one dataset)."""
     part = _part(fmt)
-    jid: UUID = parse_id(job_id)
-    job = await repo.get_job(pool, user.id, jid)
-    if job is None:
-        raise job_not_found(jid)
-    counts = await repo.status_counts(pool, jid)
-    status = job_status(counts, job["total"])
-    if not is_terminal(status):
-        raise Conflict(
-            "not_ready",
-            f"the job is {status}; its results are available once every image has finished",
-            details={"status": status, "counts": counts_payload(counts, job["total"])},
-        )
+    jid, job, status = await _terminal_job(pool, user.id, job_id)
     rows = await repo.job_results(pool, jid, part)
     done = [
         ImagePayload(str(r["id"]), r["seq"], r["filename"], r["payload"])
@@ -214,3 +222,27 @@ async def _blob(store: BlobStore, key: str, missing: str, what: str) -> bytes:
         raise NotFound(missing, f"{what} is missing from the blob store") from None
     except StorageUnavailable as exc:
         raise ServiceUnavailable("storage_unavailable", str(exc), retry_after=30) from exc
+
+
+@router.get(
+    "/jobs/{job_id}/geojson.zip",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def job_geojson_zip(job_id: str, user: CurrentUser, pool: PoolDep) -> Response:
+    """The whole job's objects as one GeoJSON FeatureCollection per image, zipped: a
+    ``<file stem>.geojson`` per done image (what QuPath imports onto each image; the
+    ``format=geojson`` download of ``/results`` merges every image into one collection)."""
+    jid, job, status = await _terminal_job(pool, user.id, job_id)
+    rows = await repo.job_results(pool, jid, "geojson")
+    done = [
+        ImagePayload(str(r["id"]), r["seq"], r["filename"], r["payload"])
+        for r in rows
+        if r["status"] == "done" and r["payload"] is not None
+    ]
+    name = f"job-{str(jid)[:8]}-geojson.zip"
+    return Response(
+        zip_json(geojson_files(done)),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -3,11 +3,15 @@ inserted directly, as a worker would)."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from backend.exports import ImagePayload, geojson_files
 from tests.backend import images
 from tests.backend.helpers import ApiUser, SyncDb, error_of, post_job, set_status, store_result
 
@@ -128,3 +132,36 @@ def test_job_results_merge(client: TestClient, user: ApiUser, db: SyncDb) -> Non
     assert [a["id"] for a in coco["annotations"]] == [1, 2, 3, 4, 5]
     assert [a["image_id"] for a in coco["annotations"]] == [1, 1, 3, 3, 3]
     assert [c["id"] for c in coco["categories"]] == [1]
+
+
+def test_job_geojson_zip_holds_one_feature_collection_per_image(
+    client: TestClient, user: ApiUser, db: SyncDb
+) -> None:
+    job = create(client, user, 3)
+    ids = [im["id"] for im in job["images"]]
+    base = f"/api/v1/jobs/{job['id']}/geojson.zip"
+    assert error_of(client.get(base, headers=user.headers)) == (409, "not_ready")
+    store_result(db, ids[0], objects=2, seq=0)
+    set_status(db, ids[1], "failed", "invalid_image", "corrupt")
+    store_result(db, ids[2], objects=3, seq=2)
+    r = client.get(base, headers=user.headers)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+        assert archive.namelist() == ["img0.geojson", "img2.geojson"]
+        docs = [json.loads(archive.read(name)) for name in archive.namelist()]
+    assert [d["type"] for d in docs] == ["FeatureCollection"] * 2
+    assert [len(d["features"]) for d in docs] == [2, 3]
+    assert {f["properties"]["image_id"] for f in docs[1]["features"]} == {ids[2]}
+    assert (
+        error_of(client.get("/api/v1/jobs/" + "0" * 32 + "/geojson.zip", headers=user.headers))[0]
+        == 404
+    )
+
+
+def test_geojson_files_keep_repeated_names_apart() -> None:
+    items = [
+        ImagePayload("a", 0, "x.tif", {"features": []}),
+        ImagePayload("b", 1, "x.tif", {"features": []}),
+        ImagePayload("c", 2, "noext", {"features": []}),
+    ]
+    assert list(geojson_files(items)) == ["x.geojson", "x-2.geojson", "noext.geojson"]
