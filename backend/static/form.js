@@ -1,7 +1,10 @@
-// The new-job form: models from GET /models, threshold and minimum area, images picked or
-// dropped, and the upload (POST /jobs) with its progress; a refusal is shown as the API words it.
+// The new-job form: models from GET /models, threshold, minimum area, plane and channel of
+// stacks, images picked or dropped (checked before upload: picking.js), and the upload
+// (POST /jobs, split into several jobs over the service's limits) with its progress; a refusal
+// is shown as the API words it.
 
 import { createJob, getJSON } from './api.js';
+import { formatBytes, planJobs, refusal } from './picking.js';
 import { $, MODEL_NAMES, STORE, fillError, setConn, showError, state } from './ui.js';
 
 let onCreated = async () => {};
@@ -68,12 +71,6 @@ function updateSubmit() {
   button.textContent = n ? `Segment ${n} image${n > 1 ? 's' : ''}` : 'Segment';
 }
 
-function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
-
 function showFormError(err) {
   const box = $('form-error');
   fillError(box, err);
@@ -85,12 +82,33 @@ function clearFormError() {
   $('form-error').replaceChildren();
 }
 
-function addFiles(list) {
-  const files = [...list].filter((f) => f.size >= 0);
+async function addFiles(list) {
+  const files = [...list];
   if (!files.length) return;
-  state.picked.push(...files);
   clearFormError();
+  const reasons = await Promise.all(files.map((f) => refusal(f, state.limits)));
+  files.forEach((file, i) => {
+    if (reasons[i]) state.refused.push({ name: file.name, reason: reasons[i] });
+    else state.picked.push(file);
+  });
+  renderRefused();
   renderPicked();
+}
+
+/** The files refused before upload, each with why. */
+function renderRefused() {
+  const box = $('refused');
+  const ul = $('refused-list');
+  ul.replaceChildren();
+  for (const { name, reason } of state.refused) {
+    const li = document.createElement('li');
+    const strong = document.createElement('strong');
+    strong.textContent = name;
+    li.append(strong, `: ${reason}`);
+    ul.append(li);
+  }
+  box.hidden = !state.refused.length;
+  $('refused-title').textContent = `${state.refused.length} file${state.refused.length > 1 ? 's' : ''} not uploaded`;
 }
 
 function renderPicked() {
@@ -119,6 +137,11 @@ function renderPicked() {
   updateSubmit();
 }
 
+function optionalIndex(id) {
+  const value = $(id).value.trim();
+  return value === '' ? null : value;
+}
+
 async function submitJob(event) {
   event.preventDefault();
   if (!state.picked.length) return;
@@ -129,31 +152,49 @@ async function submitJob(event) {
     threshold: Number($('threshold').value).toFixed(2),
     min_area: $('min-area').value.trim(),
   };
+  for (const [name, id] of [['plane', 'plane'], ['channel', 'channel']]) {
+    const value = optionalIndex(id);
+    if (value !== null) params[name] = value;
+  }
   localStorage.setItem(STORE.model, params.model);
   localStorage.setItem(STORE.threshold, params.threshold);
   localStorage.setItem(STORE.minArea, params.min_area);
+  const plan = planJobs(files, state.limits);
+  const total = files.reduce((n, f) => n + f.size, 0) || 1;
   const button = $('submit');
   const bar = $('upload-progress');
   button.dataset.busy = '1';
   button.disabled = true;
-  button.textContent = 'Uploading…';
   bar.value = 0;
   bar.hidden = false;
-  let job;
+  const created = [];
+  let sent = 0;
   try {
-    job = await createJob(files, params, (f) => { bar.value = f; });
+    for (const [i, batch] of plan.entries()) {
+      button.textContent = plan.length > 1 ? `Uploading job ${i + 1} of ${plan.length}…` : 'Uploading…';
+      const size = batch.reduce((n, f) => n + f.size, 0);
+      const job = await createJob(batch, params, (f) => { bar.value = (sent + f * size) / total; });
+      sent += size;
+      job.images.forEach((image, k) => { if (batch[k]) state.files.set(image.id, batch[k]); });
+      created.push(job);
+      state.picked = state.picked.filter((f) => !batch.includes(f)); // sent: not sent again
+    }
   } catch (err) {
     showFormError(err);
-    return;
   } finally {
     button.dataset.busy = '';
     bar.hidden = true;
-    updateSubmit();
+    renderPicked();
   }
-  job.images.forEach((image, i) => { if (files[i]) state.files.set(image.id, files[i]); });
-  state.picked = [];
-  renderPicked();
-  await onCreated(job);
+  if (!created.length) return;
+  const limits = state.limits;
+  $('form-note').textContent = created.length > 1
+    ? `Split into ${created.length} jobs to stay within the service's limits (${limits.max_files_per_job} images, ${limits.max_upload_mb} MB per job).`
+    : '';
+  $('form-note').hidden = created.length < 2;
+  state.refused = [];
+  renderRefused();
+  await onCreated(created[0], created);
 }
 
 function initDrop() {
@@ -178,7 +219,8 @@ function initDrop() {
   });
 }
 
-/** Wire the form; `created(job)` is called with the 202 body of each new job. */
+/** Wire the form; `created(first, all)` is called with the 202 bodies of the jobs one
+ * submission made (several when it was split). */
 export function initForm({ onCreated: created }) {
   onCreated = created;
   $('model').addEventListener('change', describeModel);
@@ -189,8 +231,13 @@ export function initForm({ onCreated: created }) {
   showThreshold();
   $('min-area').value = localStorage.getItem(STORE.minArea) || $('min-area').value;
   $('files').addEventListener('change', (e) => {
-    addFiles(e.target.files);
+    const files = [...e.target.files];
     e.target.value = '';
+    addFiles(files);
+  });
+  $('refused-clear').addEventListener('click', () => {
+    state.refused = [];
+    renderRefused();
   });
   $('job-form').addEventListener('submit', submitJob);
   initDrop();

@@ -70,7 +70,13 @@ export function renderJobs() {
     const c = job.counts;
     const extra = [c.failed ? `${c.failed} failed` : '', c.cancelled ? `${c.cancelled} cancelled` : ''].filter(Boolean);
     what.textContent = `${MODEL_NAMES[job.model] || job.model} · ${c.done}/${c.total} done${extra.length ? ` · ${extra.join(' · ')}` : ''}`;
-    button.append(top, what);
+    const names = document.createElement('span');
+    names.className = 'job-files';
+    const shown = job.filenames || [];
+    const more = c.total - shown.length;
+    names.textContent = shown.join(', ') + (more > 0 ? ` +${more} more` : '');
+    names.title = names.textContent;
+    button.append(top, what, names);
     button.addEventListener('click', () => openJob(job.id));
     li.append(button);
     ol.append(li);
@@ -208,9 +214,11 @@ function duration(seconds) {
 function renderProgress() {
   const job = state.job;
   const c = tally(job.images);
-  const finished = c.done + c.failed + c.cancelled;
+  // cancelled images are neither work done nor work left: out of the bar and the count
+  const finished = c.done + c.failed;
+  const toDo = c.total - c.cancelled;
   const bar = $('job-progress');
-  bar.max = c.total;
+  bar.max = Math.max(toDo, 1);
   bar.value = finished;
   const parts = [];
   if (TERMINAL_JOB.has(job.status)) {
@@ -218,7 +226,8 @@ function renderProgress() {
     if (c.failed) parts.push(`${c.failed} failed`);
     if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
   } else {
-    parts.push(`${finished} of ${c.total} finished`);
+    parts.push(`${finished} of ${toDo} finished`);
+    if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
     if (c.processing) parts.push(`${c.processing} processing`);
     const waiting = c.queued + c.dispatched;
     if (waiting) parts.push(`${waiting} waiting`);
@@ -227,7 +236,7 @@ function renderProgress() {
     if (p && p.eta_s) parts.push(`${duration(p.eta_s)} left`);
   }
   $('job-progress-text').textContent = parts.join(' · ');
-  document.title = TERMINAL_JOB.has(job.status) ? 'CellSeg Serve' : `(${finished}/${c.total}) CellSeg Serve`;
+  document.title = TERMINAL_JOB.has(job.status) ? 'CellSeg Serve' : `(${finished}/${toDo}) CellSeg Serve`;
 }
 
 function renderJob() {
@@ -250,7 +259,8 @@ function renderJob() {
   ].filter(Boolean).join(' · ');
   $('job-status').replaceWith(Object.assign(badge(job.status, JOB_STATUS), { id: 'job-status' }));
   const terminal = TERMINAL_JOB.has(job.status);
-  $('cancel-job').hidden = terminal;
+  const waiting = job.counts.queued + job.counts.dispatched; // what a cancel can still stop
+  $('cancel-job').hidden = terminal || !waiting;
   $('job-geojson').hidden = !terminal || !job.counts.done;
   $('job-coco').hidden = !terminal || !job.counts.done;
   renderProgress();

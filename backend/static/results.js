@@ -1,12 +1,14 @@
-// The result of one image: the viewer (the original, or a blank canvas of the image's size, with
-// the polygons; the object count; the measurements) and the downloads (GeoJSON, COCO, label
-// mask, and the whole job's), fetched with the API key and saved from a blob.
+// The result of one image: the viewer (the service's preview of the original, which the worker
+// renders for every format with the engine's auto-contrast; else the file from this browser, or
+// a blank canvas of the image's size; with the polygons, the object count and the
+// measurements) and the downloads (GeoJSON, COCO, label mask, measurements CSV, and the whole
+// job's), fetched with the API key and saved from a blob.
 
 import { ApiError, getBlob, getJSON } from './api.js';
 import { $, fillError, showError, state } from './ui.js';
-import { Viewer, decodeFile, stretchContrast } from './viewer.js';
+import { Viewer, decodeFile, measurementsCsv, stretchContrast } from './viewer.js';
 
-const DOWNLOADS = ['dl-geojson', 'dl-coco', 'dl-mask'];
+const DOWNLOADS = ['dl-geojson', 'dl-coco', 'dl-mask', 'dl-csv'];
 
 const viewer = new Viewer({
   canvas: $('canvas'),
@@ -97,7 +99,9 @@ export async function showImage(imageId) {
     return;
   }
   const file = state.files.get(imageId);
-  const raw = file ? await decodeFile(file) : null;
+  let raw = await servicePreview(job.id, imageId);
+  const fromService = Boolean(raw);
+  if (!raw && file) raw = await decodeFile(file);
   if (token !== state.viewToken) return; // another image was chosen meanwhile
   state.view = { raw, stretched: null };
   $('viewer-state').hidden = true;
@@ -112,14 +116,25 @@ export async function showImage(imageId) {
   $('object-word').textContent = count === 1 ? 'object' : 'objects';
   const size = `${result.width} × ${result.height} px`;
   let note;
-  if (raw) note = `Showing ${file.name} from this browser with its ${count} outlines · ${size}.`;
+  if (fromService) note = `Showing ${image.filename} with its ${count} outlines, as the model saw it (auto-contrast) · ${size}.`;
+  else if (raw) note = `Showing ${file.name} from this browser with its ${count} outlines · ${size}.`;
   else if (file) note = `This browser cannot display ${file.name} (TIFF); the objects are drawn on a blank canvas of the image's size (${size}).`;
   else note = `The service does not keep originals for viewing, so the objects are drawn on a blank canvas of the image's size (${size}). Choose the original file to see it underneath.`;
   $('viewer-note').textContent = note;
   $('source-pick').hidden = Boolean(raw);
   viewer.show(result, currentBase());
+  section.dataset.base = fromService ? 'preview' : raw ? 'file' : 'blank';
   section.dataset.ready = 'true';
   section.dataset.objects = String(count);
+}
+
+/** The service's preview of a done image as a canvas, or null (none stored, or unreadable). */
+async function servicePreview(jobId, imageId) {
+  try {
+    return await decodeFile(await getBlob(`/jobs/${jobId}/images/${imageId}/preview.png`, 'image/png'));
+  } catch {
+    return null; // results stored before previews: the file from this browser, or blank
+  }
 }
 
 /** The user chose the original of the shown image (a previous job's): draw it underneath. */
@@ -144,18 +159,21 @@ function stem(filename) {
   return filename.replace(/\.[^.]+$/, '') || 'image';
 }
 
+function save(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 30000);
+}
+
 async function download(button, path, filename, accept) {
   button.disabled = true;
   try {
-    const blob = await getBlob(path, accept);
-    const url = URL.createObjectURL(blob);
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = filename;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 30000);
+    save(await getBlob(path, accept), filename);
   } catch (err) {
     showError(err);
   } finally {
@@ -174,11 +192,21 @@ function imageDownload(kind) {
   if (kind === 'mask') download($('dl-mask'), `${base}/mask.png`, `${name}.labels.png`, 'image/png');
 }
 
+/** The shown image's measurements (the table's columns, one row per object) as CSV. */
+function csvDownload() {
+  const job = state.job;
+  const image = job && job.images.find((im) => im.id === state.selected);
+  if (!image || !viewer.result) return;
+  const blob = new Blob([measurementsCsv(viewer.result, image.filename)], { type: 'text/csv' });
+  save(blob, `${stem(image.filename)}.measurements.csv`);
+}
+
 function jobDownload(kind) {
   const job = state.job;
   if (!job) return;
   const name = `job-${job.id.slice(0, 8)}`;
-  if (kind === 'geojson') download($('job-geojson'), `/jobs/${job.id}/results?format=geojson`, `${name}.geojson`, 'application/geo+json');
+  // one FeatureCollection per image (QuPath imports one per image), zipped
+  if (kind === 'geojson') download($('job-geojson'), `/jobs/${job.id}/geojson.zip`, `${name}-geojson.zip`, 'application/zip');
   if (kind === 'coco') download($('job-coco'), `/jobs/${job.id}/results?format=coco`, `${name}.coco.json`, 'application/json');
 }
 
@@ -186,6 +214,7 @@ export function initResults() {
   $('dl-geojson').addEventListener('click', () => imageDownload('geojson'));
   $('dl-coco').addEventListener('click', () => imageDownload('coco'));
   $('dl-mask').addEventListener('click', () => imageDownload('mask'));
+  $('dl-csv').addEventListener('click', csvDownload);
   $('job-geojson').addEventListener('click', () => jobDownload('geojson'));
   $('job-coco').addEventListener('click', () => jobDownload('coco'));
   for (const id of ['show-fill', 'show-outline']) $(id).addEventListener('change', () => viewer.draw());

@@ -21,6 +21,7 @@ export const TERMINAL_JOB = new Set(['done', 'failed', 'cancelled', 'partial']);
 export const state = {
   key: '',
   picked: [], // File[] chosen for the next job
+  refused: [], // {name, reason} of files refused before upload
   files: new Map(), // image id -> File: originals uploaded (or chosen) in this tab
   jobs: [], // GET /jobs items loaded so far
   jobsTotal: 0,

@@ -97,6 +97,25 @@ export function stretchContrast(source) {
   return canvas;
 }
 
+function csvCell(value) {
+  const text = value == null ? '' : String(value);
+  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+/** The measurements of `result` (the API's JSON result) as CSV: one row per object, the
+ * columns of the table (pixels), with the image's file name and the object's centroid. */
+export function measurementsCsv(result, filename) {
+  const head = ['image', 'object', ...METRICS.map(([m]) => m), 'holes', 'centroid_x', 'centroid_y'];
+  const rows = [head.join(',')];
+  for (const obj of result.objects || []) {
+    const m = obj.metrics || {};
+    const [cx, cy] = obj.centroid || [null, null];
+    rows.push([filename, obj.id, ...METRICS.map(([k]) => m[k]), (obj.holes || []).length, cx, cy]
+      .map(csvCell).join(','));
+  }
+  return `${rows.join('\n')}\n`;
+}
+
 export class Viewer {
   constructor({ canvas, stage, table, tableNote, options, onFocus }) {
     this.onFocus = onFocus || (() => {}); // called with the hovered (else selected) object or null

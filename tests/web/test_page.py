@@ -175,7 +175,7 @@ def test_two_images_reach_done_and_the_overlay_matches_the_api(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
-def test_a_previous_job_is_drawn_without_its_original_until_one_is_chosen(
+def test_a_previous_job_is_drawn_over_the_services_preview_of_its_original(
     service: Service, page: Page, image_files: list[Path], screenshot: Any
 ) -> None:
     key = service.create_user("web-previous")
@@ -197,12 +197,10 @@ def test_a_previous_job_is_drawn_without_its_original_until_one_is_chosen(
     page.locator(f'.image-row[data-image-id="{image_id}"]').click()
     expect(page.locator("#viewer")).to_have_attribute("data-ready", "true")
     expect(page.locator("#object-count")).to_have_text(str(expected))
-    expect(page.locator("#viewer-note")).to_contain_text("blank canvas")
-    screenshot(page, "previous-job-blank-canvas")
-
-    page.set_input_files("#source-file", str(image_files[0]))
+    expect(page.locator("#viewer")).to_have_attribute("data-base", "preview")
     expect(page.locator("#viewer-note")).to_contain_text("Showing cells.png")
-    expect(page.locator("#object-count")).to_have_text(str(expected))
+    expect(page.locator("#source-pick")).to_be_hidden()
+    screenshot(page, "previous-job-preview")
 
     page.reload()  # the address names the job and image: both open again
     expect(page.locator("#viewer")).to_have_attribute("data-image-id", image_id)
@@ -258,6 +256,7 @@ def test_without_socketio_the_page_polls_and_cancel_ends_the_job(
     expect(page.locator('.image-row[data-status="cancelled"]')).to_have_count(2)
     expect(page.locator("#cancel-job")).to_be_hidden()
     expect(page.locator("#job-progress-text")).to_have_text("Finished: 0 of 2 done · 2 cancelled")
+    assert page.eval_on_selector("#job-progress", "bar => bar.value") == 0  # not "finished"
     expect(page.locator("#conn")).to_have_attribute("data-state", "polling")
     screenshot(page, "cancelled-job-polling")
 
@@ -280,7 +279,7 @@ def test_an_invalid_key_shows_the_api_401_message(
     assert page.problems == []  # type: ignore[attr-defined]
 
 
-def test_a_non_image_upload_shows_the_api_415_message(
+def test_a_non_image_is_refused_by_the_page_before_upload_as_the_api_would(
     service: Service, page: Page, screenshot: Any
 ) -> None:
     key = service.create_user("web-bad-file")
@@ -291,18 +290,17 @@ def test_a_non_image_upload_shows_the_api_415_message(
         data={"model": "hrnet"},
         headers=auth(key),
     )
-    assert answer.status_code == 415
-    error = answer.json()["error"]
+    assert answer.status_code == 415  # what the page spares the user from waiting for
+    assert answer.json()["error"]["message"].startswith("notes.txt (file 1): ")
     ready_with_key(page, service, key)
     page.set_input_files(
         "#files", [{"name": "notes.txt", "mimeType": "text/plain", "buffer": content}]
     )
-    page.click("#submit")
-    form_error = page.locator("#form-error")
-    expect(form_error).to_be_visible()
-    expect(form_error.locator(".error-message")).to_have_text(error["message"])
-    expect(form_error.locator(".error-code")).to_have_text("unsupported_format")
-    expect(form_error).to_contain_text("HTTP 415")
+    expect(page.locator("#refused-list li")).to_have_text(
+        "notes.txt: its content is not a PNG, JPEG or TIFF image"
+    )
+    expect(page.locator("#picked li")).to_have_count(0)
+    expect(page.locator("#submit")).to_be_disabled()
     expect(page.locator("#job")).to_be_hidden()
     assert api(service, key, "/jobs").json()["total"] == 0
     screenshot(page, "non-image-upload")
