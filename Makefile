@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint profile bench train clean
+.PHONY: install run demo test test-quick lint profile bench train gpu-wheels gpu-check clean
 
 $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: install
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# everything not marked slow or gpu, in a few minutes
+test-quick: install
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy imageheader models ml_service contracts backend workers loadtest client/cellseg_client scripts && $(VENV)/bin/lint-imports
 
@@ -38,6 +42,13 @@ bench: install
 
 train: install
 	for m in hrnet cbam_resunet unet; do $(PY) -m ml_service.train --model $$m $(ARGS) || exit 1; done
+
+# wheels a bare GPU host (Python 3.12, torch, timm, CUDA) lacks for scripts/gpu_check
+gpu-wheels:
+	scripts/gpu_wheels
+
+gpu-check:
+	scripts/gpu_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

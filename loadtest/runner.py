@@ -7,7 +7,7 @@ Two ways a user sends its images (``Workload.mode``):
   behind the user's own other images, so it measures throughput and fairness under backlog.
 - ``closed``: one image per job, the next uploaded only when the previous one's final event
   arrived and a think time passed (a person looking at the result). Latency is then the
-  service time of one image under the others' load: the seed's "8 users, latency < 2x one
+  service time of one image under the others' load: the "8 users, latency < 2x one
   user" criterion. Think times are drawn from an exponential distribution with mean
   ``think_s`` and each user starts after one such draw (seeded per user, so runs repeat), so
   users do not march in lockstep as identical fixed pauses would make them.

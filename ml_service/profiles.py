@@ -19,7 +19,7 @@ Layout (schema version 1)::
 The fitted line predicts a batch's peak memory above resident weights:
 ``peak_mb(n) = intercept_mb + slope_mb × n``.
 
-``fastpath`` (optional; torch profiles written by the profiler since #11) records the fast-path
+``fastpath`` (optional; torch profiles) records the fast-path
 configuration the profiler chose (``ml_service.runtimes.fastpath``) and every candidate it
 measured; the
 points and the line are those of the chosen configuration, and ``dtype`` names its precision.

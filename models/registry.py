@@ -1,6 +1,6 @@
 """Registry of (name, variant) → model spec, and ``create_model``.
 
-``full`` variants have the capacity of the seed service's GPU models and a 1024×1024 input;
+``full`` variants have the capacity of production GPU models and a 1024×1024 input;
 ``small`` variants are CPU-friendly (256×256 input, < 1M parameters) for the demo and tests.
 Every model takes one grey channel normalised by percentiles and returns one-channel logits at
 input resolution.

@@ -1,4 +1,4 @@
-"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, the seed's locked
+"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, a locked
 inference vs the dynamic batcher, and the torch fast path.
 
     python -m ml_service.tools.bench [--models hrnet,unet] [--callers 8] [--images 48] [--repeats
@@ -21,12 +21,12 @@ inference vs the dynamic batcher, and the torch fast path.
    engine path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an
    engine on eager PyTorch and through the engine on the chosen backends, in alternating
    chunks.
-2. Batcher: baseline (the seed service's design) is one lock per model, batch size 1,
+2. Batcher: baseline (a lock-per-model design) is one lock per model, batch size 1,
    ``--callers`` threads each running images through the model under its lock; the batcher run
    has the same threads submit the same inputs to the engine's ``DynamicBatcher`` (no lock,
    batches across callers, memory-aware size). Both use already-preprocessed model inputs, so
    they compare inference scheduling only, on the chosen backend.
-3. Fast path (``ml_service.tools.bench_fastpath``): on the torch backend, seed-style lock batch 1
+3. Fast path (``ml_service.tools.bench_fastpath``): on the torch backend, lock-style batch 1
    fp32, batcher fp32, batcher with the recorded fast configuration, the whole path end to end
    on it (and its ratio to the batcher), and the stage times (decode, preprocess, H2D, compute,
    D2H, postprocess).

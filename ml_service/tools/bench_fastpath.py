@@ -1,13 +1,13 @@
-"""The bench's fast-path section (#11), per model on the torch backend, in one run:
+"""The bench's fast-path section, per model on the torch backend, in one run:
 
-- *seed-style*: one lock per model, batch 1, fp32 (contiguous, not compiled), ``callers``
+- *lock-style*: one lock per model, batch 1, fp32 (contiguous, not compiled), ``callers``
   threads on preprocessed inputs;
 - *batcher fp32*: the same inputs through an engine's ``DynamicBatcher`` on fp32;
 - *batcher fast*: the same through an engine running the configuration recorded in
   ``batch_sizes.json`` (or forced by ``ML_PRECISION``/``ML_COMPILE``);
 - *end to end*: PNG bytes through the fast engine's whole path (decode, preprocess, batcher,
   device threshold, postprocess; in ``ML_CPU_WORKERS`` processes when set), and its ratio to
-  *batcher fast* (the issue's target: ≥ 0.9, the CPU side keeping up with the device);
+  *batcher fast* (target: ≥ 0.9, the CPU side keeping up with the device);
 - *stage times*, one image at a time, median ms per image: decode, preprocess, H2D, compute,
   D2H (``TorchBackend.run_staged``, device synchronised between stages; H2D and D2H are None
   on the CPU, where there are no copies), postprocess.

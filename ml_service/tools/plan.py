@@ -9,12 +9,12 @@ Throughput per device comes, in this order of trust, from:
    result formats, ``pipeline_images_per_s``) when that is lower (``measured (whole path)``),
    times the service's measured efficiency on that device where recorded
    (``service_efficiency``: end to end ÷ whole path, ``scripts/efficiency.py --record``);
-2. the seed service's measurements on an RTX A5000 (seed note 004: HRNet 17.3 img/s at batch 12,
+2. reference measurements of a lock-per-model service on an RTX A5000 (HRNet 17.3 img/s at batch 12,
    CBAM-ResUNet 5.1 img/s at batch 4, UNet 1.02 img/s at batch 8), scaled by the catalogue's
    relative speed (``estimate``).
 A device serves every model of the mix; its throughput for the mix is the harmonic mean
 ``1 / Σ share_m / ips_m``. GPU-hours are counted per GPU: N GPUs for T hours are N × T GPU-hours
-(the seed's own table counted one container's wall time for three GPUs).
+(not one container's wall time for several GPUs).
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from ml_service.serving.runtime_choice import fastest, profile_rate
 from ml_service.settings import DEFAULT_PROFILES
 from ml_service.tools.cli_args import positive_int
 
-# Seed 004, RTX A5000 24 GB, full-size models: (img/s, batch size, peak MB of that batch).
-SEED_A5000 = {
+# Reference RTX A5000 24 GB, full-size models: (img/s, batch size, peak MB of that batch).
+REFERENCE_A5000 = {
     "hrnet": (17.3, 12, 435.0),
     "cbam_resunet": (5.1, 4, 354.0),
     "unet": (1.02, 8, 3100.0),
 }
-SEED_A5000_RESIDENT_MB = 10_361.0
+REFERENCE_A5000_RESIDENT_MB = 10_361.0
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class Device:
 
 DEFAULT_CATALOGUE = (
     Device("RTX A5000 24GB", 24, 0.80, 1.0, "NVIDIA RTX A5000", "assumed market rate"),
-    Device("A100 40GB", 40, 2.10, 2.2, "NVIDIA A100-SXM4-40GB", "seed note 000"),
-    Device("A100 80GB", 80, 2.50, 2.4, "NVIDIA A100-SXM4-80GB", "seed note 000"),
-    Device("H100 80GB", 80, 3.95, 3.6, "NVIDIA H100 80GB HBM3", "seed note 000"),
+    Device("A100 40GB", 40, 2.10, 2.2, "NVIDIA A100-SXM4-40GB", "cloud list price"),
+    Device("A100 80GB", 80, 2.50, 2.4, "NVIDIA A100-SXM4-80GB", "cloud list price"),
+    Device("H100 80GB", 80, 3.95, 3.6, "NVIDIA H100 80GB HBM3", "cloud list price"),
 )
 
 
@@ -146,9 +146,9 @@ def device_rates(
 ) -> tuple[dict[str, ModelRate], list[str]]:
     notes: list[str] = []
     rates: dict[str, ModelRate] = {}
-    # every model resident (the seed measured 10.4 GB for its three full models with the CUDA
+    # every model resident (10.4 GB measured for the three full models with the CUDA
     # context), 512 MB kept free; on a CPU the measured peaks are far below host memory
-    resident = SEED_A5000_RESIDENT_MB if device.relative_speed else 0.0
+    resident = REFERENCE_A5000_RESIDENT_MB if device.relative_speed else 0.0
     budget_mb = device.memory_gb * 1024 - resident - 512
     for m in models:
         # the engine runs the fastest recorded backend (ML_BACKEND=auto): so does the plan
@@ -176,13 +176,13 @@ def device_rates(
                 f"{rate.source} × service efficiency {max(efficiency):.2f}",
             )
         if rate is None:
-            if m not in SEED_A5000:
-                raise ValueError(f"no profile and no seed figure for model {m!r}")
-            ips, batch, peak = SEED_A5000[m]
+            if m not in REFERENCE_A5000:
+                raise ValueError(f"no profile and no reference figure for model {m!r}")
+            ips, batch, peak = REFERENCE_A5000[m]
             rate = ModelRate(
                 ips * device.relative_speed,
                 batch,
-                f"estimate (seed A5000 × {device.relative_speed:g})",
+                f"estimate (reference A5000 × {device.relative_speed:g})",
             )
             if peak > budget_mb:
                 notes.append(f"{m}: batch {batch} needs {peak:.0f} MB > {budget_mb:.0f} MB")

@@ -121,7 +121,7 @@ def spawn_cli(url: str, key: str, *args: object) -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="session")
 def nginx_front(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The ops issue's nginx (rendered from ``nginx/nginx.conf.template``) on a loopback port
+    """nginx (rendered from ``nginx/nginx.conf.template``) on a loopback port
     in front of the gateway, with a tight upload rate (1/s, burst 1, per API key)."""
     nginx = ensure_package("nginx", "nginx")
     prefix = tmp_path_factory.mktemp("nginx-client")

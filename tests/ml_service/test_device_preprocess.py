@@ -1,4 +1,4 @@
-"""Preprocessing on the device (#11), run here on CPU tensors: the same model inputs as the CPU
+"""Preprocessing on the device, run here on CPU tensors: the same model inputs as the CPU
 path (``ml_service.imaging.preprocess.prepare``) for letterboxed and tiled images, and the same
 masks
 through the engine with ``ML_DEVICE_PREPROCESS=on``."""

@@ -1,4 +1,4 @@
-"""The torch fast path (#11): configuration rules, masks of reduced precision and channels_last
+"""The torch fast path: configuration rules, masks of reduced precision and channels_last
 equal to fp32's (IoU ≥ 0.99 per image, on the CPU with bf16 and fp16 autocast, stem in fp32),
 thresholding on the device, the profiler's choice recorded and run by the engine, warm-up of
 compiled models."""

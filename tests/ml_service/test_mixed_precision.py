@@ -1,4 +1,4 @@
-"""The fp32 stem under autocast (#11): which layers form the stem, that they run in fp32 while
+"""The fp32 stem under autocast: which layers form the stem, that they run in fp32 while
 the rest runs in bf16, and that keeping and releasing them leaves the module as it was."""
 
 from __future__ import annotations

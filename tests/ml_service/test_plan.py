@@ -4,7 +4,7 @@ import pytest
 
 from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
 from ml_service.tools.plan import (
-    SEED_A5000,
+    REFERENCE_A5000,
     Device,
     parse_duration,
     parse_mix,
@@ -26,7 +26,7 @@ def test_gpu_hours_are_counted_per_gpu() -> None:
 
 def test_mix_throughput_is_the_harmonic_mean_of_per_model_rates() -> None:
     plan = plan_device(A5000, {"hrnet": 50, "unet": 50}, 3600, ProfileBook(), "full")
-    expected = 1 / (0.5 / SEED_A5000["hrnet"][0] + 0.5 / SEED_A5000["unet"][0])
+    expected = 1 / (0.5 / REFERENCE_A5000["hrnet"][0] + 0.5 / REFERENCE_A5000["unet"][0])
     assert plan.mix_images_per_s == pytest.approx(expected)
     assert plan.estimated
 

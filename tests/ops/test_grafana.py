@@ -1,4 +1,4 @@
-"""The Grafana dashboard (deploy/grafana/cellseg-dashboard.json, issue #5): it loads, its layout
+"""The Grafana dashboard (deploy/grafana/cellseg-dashboard.json): it loads, its layout
 and datasource are sound, and every metric its PromQL names is one that the gateway or a worker
 really exports. The exported names are taken from the real collectors rendered to Prometheus's
 text format (the gateway's ``/metrics`` snapshot, the worker's registry over a stand-in engine),
@@ -202,7 +202,7 @@ def test_every_query_uses_only_exported_metrics() -> None:
 
 
 def test_dashboard_shows_what_ops_asked_for() -> None:
-    """Issue #5: queue depth, in flight per queue, processed rate by outcome, batch sizes, batch
+    """Queue depth, in flight per queue, processed rate by outcome, batch sizes, batch
     ceiling, device and sizer memory, OOM retries, Socket.IO connections, worker latency."""
     targets = [t for p in query_panels(load_dashboard()) for t in p["targets"]]
     used = set().union(*(promql_metric_names(t["expr"]) for t in targets))

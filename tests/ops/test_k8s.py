@@ -1,4 +1,4 @@
-"""Static checks of the Kubernetes manifests (deploy/k8s, issue #10), rendered by
+"""Static checks of the Kubernetes manifests (deploy/k8s), rendered by
 ``kubectl kustomize`` for every overlay; no cluster needed.
 
 The rendered objects pass kubernetes-validate (strict) and KEDA's ScaledObject schema; every
