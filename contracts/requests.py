@@ -15,6 +15,12 @@ MIN_THRESHOLD = 0.05
 MAX_THRESHOLD = 0.95
 DEFAULT_MIN_AREA = 50
 MAX_MIN_AREA = 10_000_000
+DEFAULT_SPLIT = True
+"""Touching objects are separated unless a request says ``split=false``."""
+MIN_DIAMETER = 5.0
+MAX_DIAMETER = 2000.0
+"""Range of ``diameter`` (pixels; or ``"auto"``); it may not exceed the image's longer side."""
+DIAMETER_AUTO = "auto"
 MAX_PLANE_INDEX = 100_000
 """Largest ``plane`` or ``channel`` index a request may name (the file says what it holds)."""
 

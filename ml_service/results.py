@@ -20,6 +20,10 @@ from ml_service.imaging.postprocess import SegmentedObject
 
 THRESHOLD_RANGE = (0.05, 0.95)
 MAX_MIN_AREA = 10_000_000
+DIAMETER_RANGE = (5.0, 2000.0)
+"""Object diameters (pixels) a request may give; ``contracts.requests`` holds the same."""
+AUTO = "auto"
+"""``diameter=AUTO``: estimate the objects' diameter from a first pass."""
 
 
 @dataclass(frozen=True)
@@ -31,10 +35,23 @@ class SegmentationParams:
     threshold: float = 0.5
     min_area: int = 50
     split: bool = True
+    diameter: float | str | None = None
+    """Typical object diameter in the image, pixels: the image is rescaled so objects have the
+    diameter the weights were trained for (their sidecar's ``train_diameter_px``), and results
+    come back in the original frame. ``"auto"`` estimates it; None segments as the image is."""
 
     def validate(self) -> SegmentationParams:
         if not isinstance(self.split, bool):
             raise InvalidParameters(f"split must be true or false, got {self.split!r}")
+        d = self.diameter
+        if d is not None and d != AUTO:
+            low_d, high_d = DIAMETER_RANGE
+            number = isinstance(d, int | float) and not isinstance(d, bool)
+            if not (number and low_d <= float(d) <= high_d):  # NaN fails the comparison
+                raise InvalidParameters(
+                    f"diameter must be 'auto' or a number of pixels from {low_d:g} to "
+                    f"{high_d:g}, got {d!r}"
+                )
         low, high = THRESHOLD_RANGE
         if not low <= self.threshold <= high:
             raise InvalidParameters(f"threshold must be within {low}–{high}, got {self.threshold}")
@@ -59,6 +76,7 @@ class SegmentationResult:
     timings_ms: dict[str, float]
     tiles: int
     batch_sizes: list[int]
+    diameter_px: float | None = None  # the diameter the image was rescaled for (auto: found)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +85,8 @@ class SegmentationResult:
             "threshold": self.params.threshold,
             "min_area": self.params.min_area,
             "split": self.params.split,
+            "diameter": self.params.diameter,
+            "diameter_px": self.diameter_px,
             "tiles": self.tiles,
             "batch_sizes": self.batch_sizes,
             "timings_ms": self.timings_ms,

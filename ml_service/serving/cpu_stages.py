@@ -30,6 +30,7 @@ from ml_service.errors import InvalidImage
 from ml_service.imaging.imageio import decode_image
 from ml_service.imaging.postprocess import SegmentedObject, extract_objects
 from ml_service.imaging.preprocess import Letterbox, Restore, check_image, plan_restore, prepare
+from ml_service.imaging.rescale import rescale_image, resize_map
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +60,23 @@ class Prepared:
 
 
 def decode_and_prepare(
-    image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int
+    image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int, scale: float = 1.0
 ) -> Prepared:
-    """Decode (bytes) or check (array) an image, then normalise and letterbox or tile it.
+    """Decode (bytes) or check (array) an image, rescale it by ``scale`` (object size, see
+    ``ml_service.imaging.rescale``), then normalise and letterbox or tile it. ``width`` and
+    ``height`` are the original image's; the ``Restore`` maps outputs to the rescaled frame.
 
     Raises:
         InvalidImage: undecodable, not 2-D/3-D, or more than ``max_pixels`` pixels (the
             subclasses of ``ml_service.imaging.imageio.decode_image`` for bytes).
+        InvalidParameters: the rescaled image would hold more than ``max_pixels`` pixels.
     """
     t0 = time.perf_counter()
     image = _decoded(image, max_pixels)
-    t1 = time.perf_counter()
-    inputs, restore = prepare(image, size, overlap)
-    t2 = time.perf_counter()
     height, width = image.shape[:2]
+    t1 = time.perf_counter()
+    inputs, restore = prepare(rescale_image(image, scale, max_pixels), size, overlap)
+    t2 = time.perf_counter()
     return Prepared(inputs, restore, width, height, 1000 * (t1 - t0), 1000 * (t2 - t1))
 
 
@@ -89,14 +93,17 @@ class Planned:
     decode_ms: float
 
 
-def decode_and_plan(image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int) -> Planned:
-    """``decode_and_prepare`` without the preprocessing: decode or check, then only plan the
-    letterbox or tiles from the image's shape (same errors, and ``check_image``'s)."""
+def decode_and_plan(
+    image: np.ndarray | bytes, max_pixels: int, size: int, overlap: int, scale: float = 1.0
+) -> Planned:
+    """``decode_and_prepare`` without the preprocessing: decode or check, rescale, then only
+    plan the letterbox or tiles from the image's shape (same errors, and ``check_image``'s)."""
     t0 = time.perf_counter()
     image = _decoded(image, max_pixels)
     check_image(image)
     height, width = image.shape[:2]
-    restore = plan_restore((height, width), size, overlap)
+    image = rescale_image(image, scale, max_pixels)
+    restore = plan_restore((image.shape[0], image.shape[1]), size, overlap)
     return Planned(image, restore, width, height, 1000 * (time.perf_counter() - t0))
 
 
@@ -127,6 +134,8 @@ def postprocess_outputs(
     threshold: float,
     min_area: int,
     split: bool = False,
+    shape: tuple[int, int] | None = None,
+    size_scale: float = 1.0,
 ) -> tuple[np.ndarray, list[SegmentedObject], float]:
     """Model outputs of one image → ``(labels, objects, milliseconds)``.
 
@@ -140,16 +149,22 @@ def postprocess_outputs(
         restore: what ``decode_and_prepare`` returned with the inputs.
         threshold: probability threshold; min_area: smallest object kept (pixels).
         split: separate touching objects (``ml_service.imaging.instances``).
+        shape: ``(H, W)`` of the original image when the model saw it rescaled: the map is
+            resized back to it (bilinear) before thresholding, so everything returned is in the
+            original pixel frame.
+        size_scale: objects' size relative to the training frame (for ``split``).
     """
     t0 = time.perf_counter()
     if any(o.dtype == np.uint8 for o in outputs):
         limit = np.float32(threshold)
         masks = [o if o.dtype == np.uint8 else (o > limit).astype(np.uint8) for o in outputs]
-        foreground = restore.restore(np.stack(masks))  # 0/1 float32, pixels copied
-        labels, objects = extract_objects(foreground, 0.5, min_area, split=split)
+        prob = restore.restore(np.stack(masks))  # 0/1 float32, pixels copied
+        threshold = 0.5
     else:
         prob = restore.restore(np.stack(outputs))
-        labels, objects = extract_objects(prob, threshold, min_area, split=split)
+    if shape is not None:
+        prob = resize_map(prob, shape)
+    labels, objects = extract_objects(prob, threshold, min_area, split=split, size_scale=size_scale)
     return labels, objects, 1000 * (time.perf_counter() - t0)
 
 

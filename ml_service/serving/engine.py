@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ml_service.errors import EngineClosed, EngineError
+from ml_service.errors import EngineClosed, EngineError, InvalidParameters
 from ml_service.imaging.device_preprocess import prepare_on_device, use_device_preprocess
 from ml_service.profiles import ProfileBook, default_profile
-from ml_service.results import SegmentationParams, SegmentationResult
+from ml_service.results import AUTO, SegmentationParams, SegmentationResult
 from ml_service.serving import fastpath_setup
 from ml_service.serving.batcher import BatchOutput, DynamicBatcher, Item, busy_ms
 from ml_service.serving.calibration import budget_mb, calibrate
@@ -47,6 +47,7 @@ from ml_service.serving.cpu_stages import (
     postprocess_outputs,
 )
 from ml_service.serving.device import MB, CachedProbe, DeviceProbe, make_probe, nvml_gpus
+from ml_service.serving.diameter import estimate_diameter, train_diameter
 from ml_service.serving.pool import LoadedModel, ModelPool
 from ml_service.serving.runtime_choice import load_models
 from ml_service.serving.sizer import BatchSizer, MemoryLedger
@@ -230,6 +231,11 @@ class Engine:
             raise EngineClosed("engine is closed")
         loaded = self.pool.get(model)
         params = (params or SegmentationParams()).validate()
+        if params.diameter is not None and train_diameter(loaded) is None:
+            raise InvalidParameters(
+                f"diameter cannot be used with {model}: its weights' sidecar records no "
+                "train_diameter_px"
+            )
         result: Future[SegmentationResult] = Future()
         result.set_running_or_notify_cancel()
         self._cpu.submit(self._start, image, loaded, params, result, time.monotonic())
@@ -299,34 +305,44 @@ class Engine:
         params: SegmentationParams,
         result: Future[SegmentationResult],
         t0: float,
+        diameter: float | None = None,
     ) -> None:
+        """One pass: at the request's diameter, or at ``diameter`` (a second pass of
+        ``diameter="auto"``); None segments the image as it is."""
+        if isinstance(params.diameter, int | float):
+            diameter = float(params.diameter)
+        trained = train_diameter(model)
+        scale = trained / diameter if diameter is not None and trained is not None else 1.0
         try:
-            prepared, items = self._prepare(image, model)
+            prepared, items = self._prepare(image, model, scale)
             t_pre = time.monotonic()
             batcher = self.batchers[model.spec.name]
-            threshold = params.threshold if pixel_exact(prepared.restore) else None
+            exact = pixel_exact(prepared.restore) and scale == 1.0
+            threshold = params.threshold if exact else None
             futures = [batcher.submit(item, threshold) for item in items]
         except Exception as exc:
             self._fail(result, exc)
             return
 
         def done(outputs: list[BatchOutput]) -> None:
-            self._cpu.submit(self._finish, outputs, prepared, model, params, result, t0, t_pre)
+            self._cpu.submit(
+                self._finish, outputs, prepared, model, params, result, t0, t_pre, image, diameter
+            )
 
         _Gather(futures, done, lambda exc: self._fail(result, exc))
 
     def _prepare(
-        self, image: np.ndarray | bytes, model: LoadedModel
+        self, image: np.ndarray | bytes, model: LoadedModel, scale: float
     ) -> tuple[Prepared | Planned, list[Item]]:
-        """Decode, then preprocess in the CPU stage, or (``ML_DEVICE_PREPROCESS``) only plan
-        there and preprocess on the model's device; one model input per tile."""
+        """Decode and rescale, then preprocess in the CPU stage, or (``ML_DEVICE_PREPROCESS``)
+        only plan there and preprocess on the model's device; one model input per tile."""
         size, overlap = model.spec.input_size, self.settings.tile_overlap
         limit = self.settings.max_image_pixels
         if self.device_preprocess[model.spec.name][0]:
-            planned = self._stages.call(decode_and_plan, image, limit, size, overlap)
+            planned = self._stages.call(decode_and_plan, image, limit, size, overlap, scale)
             inputs = prepare_on_device(planned.pixels, planned.restore, model.backend.device)
             return planned, [inputs[i : i + 1] for i in range(len(inputs))]
-        prepared = self._stages.call(decode_and_prepare, image, limit, size, overlap)
+        prepared = self._stages.call(decode_and_prepare, image, limit, size, overlap, scale)
         return prepared, [np.ascontiguousarray(t[None]) for t in prepared.inputs]
 
     def _finish(
@@ -338,9 +354,13 @@ class Engine:
         result: Future[SegmentationResult],
         t0: float,
         t_pre: float,
+        image: np.ndarray | bytes,
+        diameter: float | None,
     ) -> None:
         try:
             t_post = time.monotonic()
+            trained = train_diameter(model)
+            size_scale = diameter / trained if diameter is not None and trained else 1.0
             labels, objects, _ = self._stages.call(
                 postprocess_outputs,
                 [o.prob for o in outputs],
@@ -348,7 +368,15 @@ class Engine:
                 params.threshold,
                 params.min_area,
                 params.split,
+                (prepared.height, prepared.width),
+                size_scale,
             )
+            if params.diameter == AUTO and diameter is None and trained is not None:
+                found = estimate_diameter(objects, trained, (prepared.height, prepared.width))
+                if found != trained:  # rescale and run again
+                    self._cpu.submit(self._start, image, model, params, result, t0, found)
+                    return
+                diameter = found
             end = time.monotonic()
             timings = {
                 "preprocess": 1000 * (t_pre - t0),
@@ -369,6 +397,7 @@ class Engine:
                     timings_ms={k: round(v, 2) for k, v in timings.items()},
                     tiles=len(outputs),
                     batch_sizes=[o.batch_size for o in outputs],
+                    diameter_px=None if diameter is None else round(diameter, 2),
                 )
             )
             self.stats.count(ok=True)

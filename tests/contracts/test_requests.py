@@ -7,7 +7,13 @@ import pytest
 
 from contracts import requests
 from ml_service.errors import InvalidParameters
-from ml_service.results import MAX_MIN_AREA, THRESHOLD_RANGE, SegmentationParams
+from ml_service.results import (
+    AUTO,
+    DIAMETER_RANGE,
+    MAX_MIN_AREA,
+    THRESHOLD_RANGE,
+    SegmentationParams,
+)
 from models.registry import MODEL_NAMES
 
 
@@ -18,11 +24,23 @@ def test_model_names_are_the_registry_models() -> None:
 def test_limits_are_the_engine_limits() -> None:
     assert (requests.MIN_THRESHOLD, requests.MAX_THRESHOLD) == THRESHOLD_RANGE
     assert requests.MAX_MIN_AREA == MAX_MIN_AREA
+    assert (requests.MIN_DIAMETER, requests.MAX_DIAMETER) == DIAMETER_RANGE
+    assert requests.DIAMETER_AUTO == AUTO
     defaults = SegmentationParams()
-    assert (defaults.threshold, defaults.min_area) == (
+    assert (defaults.threshold, defaults.min_area, defaults.split, defaults.diameter) == (
         requests.DEFAULT_THRESHOLD,
         requests.DEFAULT_MIN_AREA,
+        requests.DEFAULT_SPLIT,
+        None,
     )
+
+
+def test_the_diameter_limits_are_the_engine_limits() -> None:
+    for ok in (requests.MIN_DIAMETER, requests.MAX_DIAMETER, requests.DIAMETER_AUTO):
+        SegmentationParams(diameter=ok).validate()
+    for bad in (requests.MIN_DIAMETER - 0.01, requests.MAX_DIAMETER + 1, float("nan"), "big"):
+        with pytest.raises(InvalidParameters, match="diameter"):
+            SegmentationParams(diameter=bad).validate()
 
 
 def test_the_largest_accepted_min_area_is_accepted_by_the_engine() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -150,6 +151,48 @@ def test_touching_discs_are_split_unless_split_is_off(engine: Engine, model: str
     assert merged.objects[0].area == sum(o.area for o in split.objects)
 
 
+def _scene(scale: int) -> np.ndarray:
+    """Five discs of radius 10 px (``scale`` 1), or the same scene drawn ``scale`` times larger."""
+    centres = [(40, 40), (100, 50), (60, 110), (130, 120), (170, 60)]
+    image = disc_image(
+        180 * scale, 200 * scale, [(scale * x, scale * y) for x, y in centres], 10 * scale
+    )
+    return cv2.GaussianBlur(image, (0, 0), float(scale))
+
+
+@pytest.mark.parametrize("model", ["hrnet", "cbam_resunet", "unet"])
+def test_diameter_round_trip_of_coordinates_and_metrics(engine: Engine, model: str) -> None:
+    # the scene three times larger, segmented with its objects' diameter (60 px), comes back in
+    # its own pixel frame: 3x the centroids, 9x the areas, 3x the diameters of the small scene
+    small = engine.segment(encode_png(_scene(1)), model, SegmentationParams(0.5, 20))
+    big = engine.segment(encode_png(_scene(3)), model, SegmentationParams(0.5, 20, diameter=60))
+    assert (big.width, big.height) == (600, 540) and big.labels.shape == (540, 600)
+    assert big.diameter_px == 60 and big.to_json()["diameter"] == 60
+    assert len(big.objects) == len(small.objects) == 5
+    for a in small.objects:
+        b = min(big.objects, key=lambda o: math.dist(o.centroid, [3 * v for v in a.centroid]))
+        assert math.dist(b.centroid, [3 * v for v in a.centroid]) <= 3
+        assert abs(b.area - 9 * a.area) <= 0.1 * 9 * a.area
+        assert abs(b.equivalent_diameter - 60) <= 6
+    assert np.count_nonzero(big.labels) == pytest.approx(sum(o.area for o in big.objects))
+
+
+def test_diameter_auto_finds_the_objects_size(engine: Engine) -> None:
+    result = engine.segment(encode_png(_scene(3)), "hrnet", SegmentationParams(diameter="auto"))
+    assert result.diameter_px is not None and abs(result.diameter_px - 60) <= 6
+    assert len(result.objects) == 5
+    small = engine.segment(encode_png(_scene(1)), "hrnet", SegmentationParams(diameter="auto"))
+    assert small.diameter_px is not None and abs(small.diameter_px - 20) <= 2
+    assert len(small.objects) == 5
+
+
+def test_a_diameter_that_rescales_past_the_pixel_limit_fails_the_image(engine: Engine) -> None:
+    # 1000 x 1000 at diameter 5 would become 4540 x 4540 pixels
+    image = encode_png(np.zeros((1000, 1000), np.uint8))
+    with pytest.raises(InvalidParameters, match="diameter"):
+        engine.submit(image, "hrnet", SegmentationParams(diameter=5)).result(timeout=60)
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -182,6 +225,9 @@ def test_unknown_model_and_bad_parameters_raise_at_submit(engine: Engine) -> Non
         engine.submit(image, "hrnet", SegmentationParams(min_area=-1))
     with pytest.raises(InvalidParameters, match="split"):
         engine.submit(image, "hrnet", SegmentationParams(split="no"))  # type: ignore[arg-type]
+    for diameter in (0, -3, 4.9, 2001, float("nan"), "big", True):
+        with pytest.raises(InvalidParameters, match="diameter"):
+            engine.submit(image, "hrnet", SegmentationParams(diameter=diameter))
 
 
 def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) -> None:
