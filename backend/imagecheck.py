@@ -19,7 +19,8 @@ In order, :func:`check_image` refuses:
 
 Once the request's parameters are known, :func:`check_choice` refuses a stack (a TIFF of several
 planes or channel planes) without a ``plane``/``channel`` choice, or with one the file does not
-hold: 422 ``choose_plane_or_channel``, saying what the file holds.
+hold: 422 ``choose_plane_or_channel``, saying what the file holds; :func:`check_diameter` an
+object ``diameter`` larger than the image: 422 ``invalid_diameter``.
 """
 
 from __future__ import annotations
@@ -129,3 +130,16 @@ def check_choice(header: ImageHeader, plane: int | None, channel: int | None, na
         imageheader.choose(header, plane, channel, name)
     except imageheader.StackChoice as exc:
         raise ValidationFailed("choose_plane_or_channel", exc.message) from exc
+
+
+def check_diameter(diameter: float | str | None, width: int, height: int) -> None:
+    """Refuse an object ``diameter`` (pixels) larger than the image's longer side.
+
+    Raises:
+        ValidationFailed: 422 ``invalid_diameter``.
+    """
+    if isinstance(diameter, int | float) and diameter > max(width, height):
+        raise ValidationFailed(
+            "invalid_diameter",
+            f"diameter {diameter:g} px is larger than the image ({width}x{height} pixels)",
+        )

@@ -26,6 +26,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown, worker_sh
 
 from contracts.db import recovery, repo, work
 from contracts.outcomes import code_for, outcome
+from contracts.requests import diameter_of
 from contracts.settings import get_settings
 from contracts.storage import (
     BlobNotFound,
@@ -166,7 +167,9 @@ def _process(rt: WorkerRuntime, row: asyncpg.Record) -> str:
     store = blob_store()
     try:
         data = store.get(upload_key(row["sha256"]))
-        params = SegmentationParams(float(row["threshold"]), int(row["min_area"]))
+        params = SegmentationParams(
+            float(row["threshold"]), int(row["min_area"]), row["split"], diameter_of(row)
+        )
         image, preview = decode_original(rt, data, row)
         result = rt.engine.submit(image, row["model"], params).result(
             timeout=rt.settings.task_time_limit_s

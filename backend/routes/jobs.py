@@ -23,7 +23,7 @@ from fastapi import APIRouter, Query, Request
 from backend.deps import CurrentUser, PoolDep, SettingsDep
 from backend.errors import NotFound, ValidationFailed
 from backend.forms import read_multipart
-from backend.imagecheck import check_choice
+from backend.imagecheck import check_choice, check_diameter
 from backend.schemas.errors import ERROR_RESPONSES
 from backend.schemas.fields import multipart_body
 from backend.schemas.jobs import (
@@ -45,7 +45,13 @@ from backend.uploads import UploadBatch, about_file
 from contracts.db import repo
 from contracts.jobs_state import counts_payload, is_terminal, job_status
 from contracts.outcomes import outcome
-from contracts.requests import DEFAULT_MIN_AREA, DEFAULT_THRESHOLD, MODEL_NAMES
+from contracts.requests import (
+    DEFAULT_MIN_AREA,
+    DEFAULT_SPLIT,
+    DEFAULT_THRESHOLD,
+    MODEL_NAMES,
+    diameter_of,
+)
 from contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,8 @@ def job_summary(job: asyncpg.Record, counts: dict[str, int]) -> dict[str, Any]:
         "min_area": job["min_area"],
         "plane": job["plane"],
         "channel": job["channel"],
+        "split": job["split"],
+        "diameter": diameter_of(job),
         "created_at": iso(job["created_at"]),
         "finished_at": iso(job["finished_at"]),
         "counts": Counts(**counts_payload(counts, total)),
@@ -169,9 +177,12 @@ async def accept_job(
         threshold = form.values.get("threshold", DEFAULT_THRESHOLD)
         min_area = form.values.get("min_area", DEFAULT_MIN_AREA)
         plane, channel = form.values.get("plane"), form.values.get("channel")
+        split = form.values.get("split", DEFAULT_SPLIT)
+        diameter = form.values.get("diameter")
         for f in batch.files:  # the form's fields may follow the files: checked once all are in
             try:
                 check_choice(f.header, plane, channel, f.filename)
+                check_diameter(diameter, f.header.width, f.header.height)
             except ValidationFailed as exc:
                 raise about_file(exc, f.filename, f.seq) from None
         job_id = uuid4()
@@ -200,6 +211,8 @@ async def accept_job(
                 sync=sync,
                 plane=plane,
                 channel=channel,
+                split=split,
+                diameter=diameter,
             ),
         )
     finally:
@@ -223,6 +236,8 @@ async def create_job(
         min_area=job["min_area"],
         plane=job["plane"],
         channel=job["channel"],
+        split=job["split"],
+        diameter=diameter_of(job),
         images=[CreatedImage(id=im.id, filename=im.filename, status="queued") for im in images],
         created_at=iso(job["created_at"]) or "",
     )

@@ -7,7 +7,7 @@ validates it with that same type, answering 422 with the parameter's own code.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -17,10 +17,14 @@ from backend.schemas.fields import OneOf, Timestamp
 from contracts.jobs_state import IMAGE_STATUSES, JOB_STATUSES
 from contracts.requests import (
     DEFAULT_MIN_AREA,
+    DEFAULT_SPLIT,
     DEFAULT_THRESHOLD,
+    DIAMETER_AUTO,
+    MAX_DIAMETER,
     MAX_MIN_AREA,
     MAX_PLANE_INDEX,
     MAX_THRESHOLD,
+    MIN_DIAMETER,
     MIN_THRESHOLD,
     MODEL_NAMES,
 )
@@ -62,6 +66,24 @@ Channel = Annotated[
     ),
 ]
 
+Split = Annotated[
+    bool, Field(description="separate touching objects into instances (watershed); true or false")
+]
+Diameter = (
+    Annotated[
+        float,
+        Field(
+            ge=MIN_DIAMETER,
+            le=MAX_DIAMETER,
+            allow_inf_nan=False,
+            description="typical object diameter in pixels (at most the image's longer side): "
+            "images are rescaled so objects have the size the model was trained on, results "
+            "come back in the image's own pixels",
+        ),
+    ]
+    | Literal["auto"]
+)
+
 MAX_PAGE_SIZE = 100
 MAX_OFFSET = 2**63 - 1
 """PostgreSQL's ``OFFSET`` is a bigint: larger offsets are refused with a 422, not sent."""
@@ -75,6 +97,10 @@ class JobParams(BaseModel):
     min_area: MinArea = DEFAULT_MIN_AREA
     plane: Plane | None = None
     channel: Channel | None = None
+    split: Split = DEFAULT_SPLIT
+    diameter: Diameter | None = Field(
+        default=None, description="object diameter in pixels, or 'auto' to estimate it per image"
+    )
 
 
 class JobForm(JobParams):
@@ -133,12 +159,22 @@ parse_channel = _parser(
     f"channel must be a whole number from 0 to {MAX_PLANE_INDEX}",
 )
 
+parse_split = _parser(TypeAdapter(Split), "invalid_split", "split must be true or false")
+parse_diameter = _parser(
+    TypeAdapter(Diameter),
+    "invalid_diameter",
+    f"diameter must be {DIAMETER_AUTO!r} or a number of pixels from {MIN_DIAMETER:g} to "
+    f"{MAX_DIAMETER:g}",
+)
+
 TEXT_FIELDS = {
     "model": parse_model,
     "threshold": parse_threshold,
     "min_area": parse_min_area,
     "plane": parse_plane,
     "channel": parse_channel,
+    "split": parse_split,
+    "diameter": parse_diameter,
 }
 """The form reader's parser per text field of :class:`JobParams`."""
 
@@ -183,6 +219,8 @@ class JobCreated(BaseModel):
     min_area: int
     plane: int | None = None
     channel: int | None = None
+    split: bool = DEFAULT_SPLIT
+    diameter: float | Literal["auto"] | None = None
     images: list[CreatedImage]
     created_at: Timestamp
 
@@ -195,6 +233,8 @@ class JobSummary(BaseModel):
     min_area: int
     plane: int | None = None
     channel: int | None = None
+    split: bool = DEFAULT_SPLIT
+    diameter: float | Literal["auto"] | None = None
     created_at: Timestamp
     finished_at: Timestamp | None
     counts: Counts

@@ -18,6 +18,8 @@ from uuid import UUID
 
 import asyncpg
 
+from contracts.requests import diameter_columns
+
 Executor: TypeAlias = asyncpg.Pool | asyncpg.Connection
 """Either has fetch/fetchrow/fetchval/execute; a pool runs each statement on a free connection."""
 
@@ -141,19 +143,23 @@ async def create_job_with_images(
     sync: bool = False,
     plane: int | None = None,
     channel: int | None = None,
+    split: bool = True,
+    diameter: float | str | None = None,
 ) -> asyncpg.Record:
     """Insert a job and its images (status ``queued``) in one transaction.
 
     Returns:
         The job row ``(id, model, threshold, min_area, total, created_at, finished_at, sync,
-        plane, channel)``.
+        plane, channel, split, diameter, diameter_auto)``.
     """
+    diameter_px, diameter_auto = diameter_columns(diameter)
     async with conn.transaction():
         job = await conn.fetchrow(
             "INSERT INTO jobs (id, user_id, model, threshold, min_area, total, sync, plane, "
-            "channel) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+            "channel, split, diameter, diameter_auto) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             "RETURNING id, model, threshold, min_area, total, created_at, finished_at, sync, "
-            "plane, channel",
+            "plane, channel, split, diameter, diameter_auto",
             job_id,
             user_id,
             model,
@@ -163,6 +169,9 @@ async def create_job_with_images(
             sync,
             plane,
             channel,
+            split,
+            diameter_px,
+            diameter_auto,
         )
         await conn.executemany(
             "INSERT INTO images (id, job_id, user_id, seq, filename, sha256, size_bytes, "
@@ -187,7 +196,7 @@ async def create_job_with_images(
 
 _JOB_COLUMNS = (
     "j.id, j.model, j.threshold, j.min_area, j.total, j.created_at, j.finished_at, j.sync, "
-    "j.plane, j.channel"
+    "j.plane, j.channel, j.split, j.diameter, j.diameter_auto"
 )
 LISTED_FILENAMES = 3
 """File names a row of the jobs list carries (the first ones, in upload order)."""

@@ -141,7 +141,8 @@ async def claim_image(
                -- so the claim waits for that commit and checks the committed row again
                OR (i.dispatches = $3 - 1 AND i.status = 'queued'))
         RETURNING i.id, i.job_id, i.user_id, i.seq, i.sha256, i.filename, i.attempts,
-                  i.dispatches, j.model, j.threshold, j.min_area, j.plane, j.channel
+                  i.dispatches, j.model, j.threshold, j.min_area, j.plane, j.channel,
+                  j.split, j.diameter, j.diameter_auto
         """,
         image_id,
         worker,

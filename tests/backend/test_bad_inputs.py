@@ -221,6 +221,29 @@ def test_invalid_min_area(
     refused(r, 422, "invalid_min_area")
 
 
+@pytest.mark.parametrize("split", ["maybe", "2", "null"])
+def test_invalid_split(client: TestClient, user: ApiUser, nothing: Nothing, split: str) -> None:
+    r = post_job(client, user, [("a.png", images.png())], split=split)
+    assert "split" in refused(r, 422, "invalid_split")
+
+
+@pytest.mark.parametrize("diameter", ["0", "-5", "4.9", "2001", "abc", "nan", "inf", "Auto!"])
+def test_invalid_diameter(
+    client: TestClient, user: ApiUser, nothing: Nothing, diameter: str
+) -> None:
+    r = post_job(client, user, [("a.png", images.png())], diameter=diameter)
+    assert "diameter" in refused(r, 422, "invalid_diameter")
+
+
+def test_diameter_larger_than_the_image(
+    client: TestClient, user: ApiUser, nothing: Nothing
+) -> None:
+    files = [("a.png", images.png(24, 32)), ("wide.png", images.png(24, 300))]
+    r = post_job(client, user, files, diameter="100")
+    message = refused(r, 422, "invalid_diameter")
+    assert "diameter" in message and r.json()["error"]["file"] == "a.png"
+
+
 # --- the multipart body ------------------------------------------------------------------------
 
 

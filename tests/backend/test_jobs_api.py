@@ -51,8 +51,8 @@ def test_create_job(client: TestClient, user: ApiUser, db: SyncDb, upload_dir: P
     assert r.status_code == 202, r.text
     body = r.json()
     assert set(body) == {
-        "id", "status", "model", "threshold", "min_area", "plane", "channel", "images",
-        "created_at",
+        "id", "status", "model", "threshold", "min_area", "plane", "channel", "split",
+        "diameter", "images", "created_at",
     }  # fmt: skip
     assert body["status"] == "queued"
     assert (body["model"], body["threshold"], body["min_area"]) == ("hrnet", 0.3, 7)
@@ -78,6 +78,34 @@ def test_create_job(client: TestClient, user: ApiUser, db: SyncDb, upload_dir: P
 def test_create_job_defaults(client: TestClient, user: ApiUser) -> None:
     body = create(client, user)
     assert (body["threshold"], body["min_area"]) == (0.5, 50)
+    assert (body["split"], body["diameter"]) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "split", "diameter", "columns"),
+    [
+        ({"split": "false", "diameter": "30"}, False, 30.0, (False, 30.0, False)),
+        ({"split": "true", "diameter": "auto"}, True, "auto", (True, None, True)),
+        ({"diameter": "5"}, True, 5.0, (True, 5.0, False)),
+    ],
+)
+def test_split_and_diameter_are_stored_on_the_job(
+    client: TestClient,
+    user: ApiUser,
+    db: SyncDb,
+    fields: dict[str, str],
+    split: bool,
+    diameter: float | str,
+    columns: tuple[bool, float | None, bool],
+) -> None:
+    body = create(client, user, **fields)
+    assert (body["split"], body["diameter"]) == (split, diameter)
+    row = db.fetch(
+        "SELECT split, diameter, diameter_auto FROM jobs WHERE id = $1", uuid.UUID(body["id"])
+    )[0]
+    assert (row["split"], row["diameter"], row["diameter_auto"]) == columns
+    listed = client.get(f"/api/v1/jobs/{body['id']}", headers=user.headers).json()
+    assert (listed["split"], listed["diameter"]) == (split, diameter)
 
 
 def test_empty_optional_fields_mean_defaults(client: TestClient, user: ApiUser) -> None:

@@ -305,6 +305,42 @@ def test_segment_answers_with_the_result(service: Service) -> None:
     assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_format"
 
 
+def test_split_and_diameter_reach_the_worker(service: Service) -> None:
+    key = service.create_user("sizes")
+    image = np.full((240, 240), 20, np.uint8)
+    for cx in (90, 138):  # two touching discs of radius 30 (diameter 60), centres 1.6 r apart
+        cv2.circle(image, (cx, 120), 30, 200, -1)
+    data = cv2.imencode(".png", cv2.GaussianBlur(image, (0, 0), 3.0))[1].tobytes()
+
+    def segment(**fields: str) -> dict[str, Any]:
+        r = httpx.post(
+            f"{service.url}/api/v1/segment",
+            files={"file": ("discs.png", data, "image/png")},
+            data={"model": "hrnet", "min_area": "20", **fields},
+            headers=auth(key),
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    split = segment(diameter="60")
+    assert (split["split"], split["diameter"], split["diameter_px"]) == (True, 60, 60)
+    assert len(split["objects"]) == 2
+    areas = [o["metrics"]["area"] for o in split["objects"]]
+    assert all(abs(a - np.pi * 30**2) < 0.15 * np.pi * 30**2 for a in areas), areas
+    merged = segment(diameter="60", split="false")
+    assert merged["split"] is False and len(merged["objects"]) == 1
+    bad = httpx.post(
+        f"{service.url}/api/v1/segment",
+        files={"file": ("discs.png", data, "image/png")},
+        data={"model": "hrnet", "diameter": "500"},  # larger than the 240 px image
+        headers=auth(key),
+        timeout=30,
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_diameter"
+
+
 def test_segment_timeout_cancels_an_image_that_never_started(service: Service) -> None:
     key = service.create_user("impatient")
     service.stop("worker")
