@@ -74,7 +74,7 @@ export async function getBlob(path, accept = '*/*') {
 /**
  * POST /jobs (multipart) with upload progress: resolves with the 202 body.
  * @param {File[]} files
- * @param {{model: string, threshold: string, min_area: string}} params
+ * @param {{model: string, threshold: string, min_area: string, split?: string, diameter?: string}} params
  * @param {(fraction: number) => void} onProgress
  */
 export function createJob(files, params, onProgress) {

@@ -152,7 +152,8 @@ async function submitJob(event) {
     threshold: Number($('threshold').value).toFixed(2),
     min_area: $('min-area').value.trim(),
   };
-  for (const [name, id] of [['plane', 'plane'], ['channel', 'channel']]) {
+  params.split = $('split').checked ? 'true' : 'false';
+  for (const [name, id] of [['plane', 'plane'], ['channel', 'channel'], ['diameter', 'diameter']]) {
     const value = optionalIndex(id);
     if (value !== null) params[name] = value;
   }

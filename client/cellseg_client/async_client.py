@@ -114,11 +114,14 @@ class AsyncClient:
         min_area: int = 50,
         *,
         filenames: Sequence[str] | None = None,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> Job:
         """Upload ``paths`` as ONE job (they must fit the server's limits; see :meth:`submit`).
 
-        ``filenames`` are the names the server records (default: each file's name). The answer
-        lists the images in upload order.
+        ``filenames`` are the names the server records (default: each file's name). ``split``:
+        separate touching objects; ``diameter``: object diameter in pixels, ``"auto"`` or None
+        (as the model was trained). The answer lists the images in upload order.
         """
         files = [Path(p) for p in paths]
         names = list(filenames) if filenames is not None else [p.name for p in files]
@@ -128,7 +131,10 @@ class AsyncClient:
             FilePart("files", p, n, content_type(p)) for p, n in zip(files, names, strict=True)
         ]
         response = await self.transport.request(
-            "POST", f"{API_PREFIX}/jobs", data=_form(model, threshold, min_area), files=parts
+            "POST",
+            f"{API_PREFIX}/jobs",
+            data=_form(model, threshold, min_area, split, diameter),
+            files=parts,
         )
         return Job.from_json(response.json())
 
@@ -140,6 +146,8 @@ class AsyncClient:
         min_area: int = 50,
         *,
         max_files_per_job: int | None = None,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> Submission:
         """Upload any number of files as as many jobs as the server's ``MAX_FILES_PER_JOB`` and
         ``MAX_UPLOAD_MB`` need (and ``max_files_per_job`` when smaller), ``max_concurrency`` at
@@ -162,7 +170,9 @@ class AsyncClient:
         slots = asyncio.Semaphore(self.max_concurrency)
 
         async def send(batch: list[Path]) -> Job:
-            return await self.create_job(batch, model, threshold, min_area)
+            return await self.create_job(
+                batch, model, threshold, min_area, split=split, diameter=diameter
+            )
 
         async def upload(batch: list[Path]) -> None:
             async with slots:
@@ -259,6 +269,8 @@ class AsyncClient:
         min_area: int = 50,
         *,
         timeout: float = 600.0,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> dict[str, Any]:
         """One image through ``POST /segment``, waiting for its result (the ``json`` result plus
         ``job_id`` and ``image_id``).
@@ -272,7 +284,7 @@ class AsyncClient:
         response = await self.transport.request(
             "POST",
             f"{API_PREFIX}/segment",
-            data=_form(model, threshold, min_area),
+            data=_form(model, threshold, min_area, split, diameter),
             files=[FilePart("file", p, p.name, content_type(p))],
             timeout=httpx.Timeout(timeout, connect=10.0),
         )
@@ -325,9 +337,23 @@ class AsyncClient:
         )
 
 
-def _form(model: str, threshold: float, min_area: int) -> dict[str, str]:
+def _form(
+    model: str,
+    threshold: float,
+    min_area: int,
+    split: bool = True,
+    diameter: float | str | None = None,
+) -> dict[str, str]:
     """The form fields of an upload (``POST /jobs`` and ``POST /segment``)."""
-    return {"model": model, "threshold": repr(float(threshold)), "min_area": str(min_area)}
+    form = {
+        "model": model,
+        "threshold": repr(float(threshold)),
+        "min_area": str(min_area),
+        "split": "true" if split else "false",
+    }
+    if diameter is not None:
+        form["diameter"] = diameter if isinstance(diameter, str) else repr(float(diameter))
+    return form
 
 
 def _checked(fmt: str) -> str:

@@ -99,9 +99,19 @@ class Client:
         min_area: int = 50,
         *,
         filenames: Sequence[str] | None = None,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> Job:
         return self._runner.run(
-            self._async.create_job(paths, model, threshold, min_area, filenames=filenames)
+            self._async.create_job(
+                paths,
+                model,
+                threshold,
+                min_area,
+                filenames=filenames,
+                split=split,
+                diameter=diameter,
+            )
         )
 
     def submit(
@@ -112,10 +122,18 @@ class Client:
         min_area: int = 50,
         *,
         max_files_per_job: int | None = None,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> Submission:
         return self._runner.run(
             self._async.submit(
-                paths, model, threshold, min_area, max_files_per_job=max_files_per_job
+                paths,
+                model,
+                threshold,
+                min_area,
+                max_files_per_job=max_files_per_job,
+                split=split,
+                diameter=diameter,
             )
         )
 
@@ -145,9 +163,13 @@ class Client:
         min_area: int = 50,
         *,
         timeout: float = 600.0,
+        split: bool = True,
+        diameter: float | str | None = None,
     ) -> dict[str, Any]:
         return self._runner.run(
-            self._async.segment(path, model, threshold, min_area, timeout=timeout)
+            self._async.segment(
+                path, model, threshold, min_area, timeout=timeout, split=split, diameter=diameter
+            )
         )
 
     def health(self) -> Health:

@@ -148,3 +148,15 @@ def test_without_a_worker_segment_times_out_and_cancel_cancels(
     finally:
         service.start_worker()
         service.wait_ready()
+
+
+def test_split_and_diameter_are_sent(service: Service, user: User, tmp_path: Path) -> None:
+    (path,) = write_pngs(tmp_path, 1, seed=13)
+    with Client(service.url, user.key) as client:
+        result = client.segment(path, "hrnet", split=False, diameter=30)
+        assert (result["split"], result["diameter"]) == (False, 30)
+        job = client.create_job([path], "unet", diameter="auto")
+        assert job.id
+        with pytest.raises(ValidationFailed) as refused:
+            client.segment(path, "hrnet", diameter=4)
+    assert refused.value.code == "invalid_diameter" and "diameter" in str(refused.value)

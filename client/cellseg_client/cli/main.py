@@ -96,6 +96,18 @@ def _formats(value: str) -> tuple[str, ...]:
     return names
 
 
+def _diameter(value: str) -> float | str:
+    """``--diameter``: ``auto`` or a number of pixels (the server checks its range)."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"diameter must be 'auto' or a number of pixels, got {value!r}"
+        ) from None
+
+
 def _positive_int(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -126,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, help="hrnet, cbam_resunet or unet")
     seg.add_argument("--threshold", type=float, default=0.5, help="0.05-0.95 (default 0.5)")
     seg.add_argument("--min-area", type=int, default=50, help="pixels (default 50)")
+    seg.add_argument("--no-split", action="store_true", help="keep touching objects as one object")
+    seg.add_argument(
+        "--diameter",
+        type=_diameter,
+        default=None,
+        help="typical object diameter in pixels (5-2000), or auto (default: as trained)",
+    )
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument(
         "--format",
@@ -257,6 +276,8 @@ async def cmd_segment(client: AsyncClient, args: argparse.Namespace, display: Di
         out=args.out,
         threshold=args.threshold,
         min_area=args.min_area,
+        split=not args.no_split,
+        diameter=args.diameter,
         formats=args.format,
         concurrency=args.concurrency,
         max_files_per_job=args.max_files_per_job,
@@ -356,4 +377,3 @@ def _reader_left() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return Exit.OK
-

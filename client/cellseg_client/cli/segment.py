@@ -43,6 +43,8 @@ class SegmentOptions:
     out: Path
     threshold: float = 0.5
     min_area: int = 50
+    split: bool = True
+    diameter: float | str | None = None
     formats: tuple[str, ...] = ("json", "geojson")
     concurrency: int = 4
     max_files_per_job: int | None = None
@@ -206,7 +208,13 @@ class SegmentRun:
         token = self.manifest.record_pending(batch, names)
         try:
             job = await self.client.create_job(
-                paths, self.opts.model, self.opts.threshold, self.opts.min_area, filenames=names
+                paths,
+                self.opts.model,
+                self.opts.threshold,
+                self.opts.min_area,
+                filenames=names,
+                split=self.opts.split,
+                diameter=self.opts.diameter,
             )
         except ApiError:  # answered: the server kept nothing of this request
             self.manifest.record_abandoned(token)
