@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test test-quick lint profile bench train gpu-wheels gpu-check clean
+.PHONY: install run demo test test-quick lint profile bench train train-data gpu-wheels gpu-check clean
 
 $(STAMP): pyproject.toml client/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,14 @@ profile: install
 bench: install
 	$(PY) -m ml_service.tools.bench $(ARGS)
 
+# the demo weights, from synthetic images (docs/benchmarks.md records the arguments used)
 train: install
 	for m in hrnet cbam_resunet unet; do $(PY) -m ml_service.train --model $$m $(ARGS) || exit 1; done
+
+# your own annotated images: make train-data DATA=folder MODEL=unet [ARGS="--epochs 40"]
+train-data: install
+	@test -n "$(DATA)" || { echo "usage: make train-data DATA=folder MODEL=hrnet|cbam_resunet|unet"; exit 2; }
+	$(PY) -m ml_service.train --data "$(DATA)" --model $(or $(MODEL),unet) $(ARGS)
 
 # wheels a bare GPU host (Python 3.12, torch, timm, CUDA) lacks for scripts/gpu_check
 gpu-wheels:

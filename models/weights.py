@@ -78,9 +78,13 @@ def save_weights(
     *,
     training: Mapping[str, Any] | None = None,
     validation: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
     dtype: torch.dtype = torch.float16,
 ) -> WeightPaths:
-    """Write ``model``'s tensors (floats cast to ``dtype``) and the sidecar, atomically."""
+    """Write ``model``'s tensors (floats cast to ``dtype``) and the sidecar, atomically.
+
+    ``extra`` adds top-level sidecar fields (e.g. ``train_diameter_px``: the median equivalent
+    diameter of the training objects, in pixels)."""
     state = {
         k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).contiguous().cpu()
         for k, v in model.state_dict().items()
@@ -99,6 +103,7 @@ def save_weights(
         "architecture_fingerprint": architecture_fingerprint(state),
         "sha256": sha256_file(paths.tensors),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **dict(extra or {}),
         "training": dict(training or {}),
         "validation": dict(validation or {}),
     }
