@@ -27,9 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ml_service.imaging.matching import average_precision
 from ml_service.serving.engine import Engine, SegmentationParams
 from ml_service.settings import EngineSettings
-from ml_service.training.evaluation import average_precision, iou
+from ml_service.training.evaluation import iou
 from ml_service.training.synthetic import generate_sample
 from models.registry import MODEL_NAMES
 from models.weights import DEFAULT_WEIGHTS_DIR
@@ -103,7 +104,7 @@ def measure(engine: Engine, model: str, n_clusters: int) -> dict[str, Any]:
     for _ in range(n_clusters):
         sample = generate_sample(rng, 256, "clusters")
         result = engine.segment(_png(sample.image), model, PARAMS)
-        aps.append(average_precision(result.labels.astype(np.int32), sample.labels, 0.5))
+        aps.append(average_precision(sample.labels, result.labels.astype(np.int32), 0.5))
     return {
         "shapes": shapes,
         "shapes_min_iou": min(shapes.values()),

@@ -10,8 +10,8 @@ as Cellpose names its training data. A random ``--val-fraction`` of the images (
 held out for validation.
 
 Training draws augmented crops (flips, 90-degree rotations, contrast/brightness/gamma jitter,
-noise) and learns the foreground with a two-pixel gap between touching objects, so that the
-engine's connected components separate them. After every epoch (``--eval-every`` steps for
+noise) and learns the foreground with a two-pixel gap between touching objects, which the
+engine's instance split then separates cleanly. After every epoch (``--eval-every`` steps for
 synthetic data) it reports instance AP at IoU 0.5 and pixel IoU on the validation images and
 keeps the best checkpoint. It runs on a CUDA GPU when there is one (``--device auto``).
 
@@ -131,7 +131,7 @@ def write_weights(
     validation = {
         "data": description.pop("validation"),
         "threshold": 0.5,
-        "instances": "8-connected components of the thresholded output",
+        "instances": "the engine's split (watershed) of the thresholded output",
         **{k: round(v, 4) for k, v in result.best.items()},
     }
     training = {

@@ -1,4 +1,4 @@
-"""Training targets and the instance metric: separated foreground, diameters, AP at IoU 0.5."""
+"""Training targets: the foreground with gaps between touching objects, object diameters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from ml_service.training.evaluation import average_precision, instances_from_mask
+from ml_service.imaging.matching import average_precision
 from ml_service.training.targets import equivalent_diameters, separated_foreground
 
 
@@ -35,13 +35,8 @@ def test_equivalent_diameters() -> None:
     assert d == pytest.approx(20.0, abs=0.5)
 
 
-def test_average_precision_counts_matches_misses_and_merges() -> None:
+def test_touching_objects_are_one_component_until_the_gap_separates_them() -> None:
     truth = _two_touching_squares()
-    assert average_precision(truth, truth) == 1.0
-    merged = instances_from_mask(truth > 0)  # the squares merge: IoU 0.5 is not a match
-    assert average_precision(merged, truth) == pytest.approx(1 / 4)
-    assert average_precision(instances_from_mask(separated_foreground(truth)), truth) == 1.0
-    assert average_precision(np.zeros_like(truth), truth) == 0.0
-    assert average_precision(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
-    with pytest.raises(ValueError, match="shape"):
-        average_precision(truth[:5], truth)
+    assert int(ndi.label(truth > 0, structure=np.ones((3, 3)))[1]) == 2
+    gapped = separated_foreground(truth)
+    assert average_precision(truth, ndi.label(gapped, structure=np.ones((3, 3)))[0]) == 1.0
