@@ -53,7 +53,9 @@ def beat(**fields: object) -> WorkerHeartbeat:
 def test_window_of_a_cpu_worker_is_about_two_batches() -> None:
     # a 2-core CPU: ceilings 1-2, one batch at a time, one CPU-stage process
     cpu = beat(batch_ceilings={"cbam_resunet": 1, "hrnet": 2}, batch_slots=1, cpu_stage_depth=1)
-    assert worker_window(cpu) == 2 * 2 + 1
+    assert worker_window(cpu) == 2 * 2  # two batches of 2
+    alone = beat(batch_ceilings={"unet": 1}, batch_slots=1, cpu_stage_depth=1)
+    assert worker_window(alone) == 2  # one batch running, one image in a CPU stage
     assert worker_window(cpu, override=16) == 16  # DISPATCH_IN_FLIGHT_PER_QUEUE wins
 
 
@@ -61,7 +63,7 @@ def test_window_of_a_gpu_worker_is_about_two_batches() -> None:
     gpu = beat(batch_ceilings={"hrnet": 32, "unet": 16}, batch_slots=2, cpu_stage_depth=8)
     assert worker_window(gpu) == 2 * 32 + 8
     # a worker reporting no ceilings yet (or an older heartbeat) still gets a small window
-    assert worker_window(beat()) == 3
+    assert worker_window(beat()) == 2
 
 
 def test_a_window_follows_the_heartbeat_as_published() -> None:
