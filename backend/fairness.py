@@ -73,11 +73,14 @@ def drr_pick(
 def worker_window(beat: WorkerHeartbeat, override: int | None = None) -> int:
     """Images to keep released to this worker: two full batches at its largest batch ceiling,
     or, when more, what it runs at once (one batch per device slot) plus one image per
-    CPU-stage process (decoding or postprocessing beside the device). On a 2-core CPU
-    (ceilings 1-2, one slot, one CPU process) that is 2-4 images; on a GPU with ceilings of 32,
-    two slots and 8 CPU processes, 72. ``override`` (``DISPATCH_IN_FLIGHT_PER_QUEUE``) wins."""
+    CPU-stage process (decoding or postprocessing beside the device); never more than its task
+    threads (``capacity``: more would wait in the broker's queue, in arrival order). On a
+    2-core CPU (ceilings 1-2, one slot, one CPU process) that is 2-4 images; on a GPU with
+    ceilings of 32, two slots, 8 CPU processes and 96 task threads, 72. ``override``
+    (``DISPATCH_IN_FLIGHT_PER_QUEUE``) wins."""
     if override is not None:
         return override
     ceiling = max(1, max(beat.batch_ceilings.values(), default=1))
     running = ceiling * max(1, beat.batch_slots) + max(1, beat.cpu_stage_depth)
-    return max(2 * ceiling, running)
+    window = max(2 * ceiling, running)
+    return min(window, beat.capacity) if beat.capacity > 0 else window

@@ -62,6 +62,8 @@ def test_window_of_a_cpu_worker_is_about_two_batches() -> None:
 def test_window_of_a_gpu_worker_is_about_two_batches() -> None:
     gpu = beat(batch_ceilings={"hrnet": 32, "unet": 16}, batch_slots=2, cpu_stage_depth=8)
     assert worker_window(gpu) == 2 * 32 + 8
+    threads = beat(batch_ceilings={"hrnet": 32}, batch_slots=2, cpu_stage_depth=8, capacity=8)
+    assert worker_window(threads) == 8  # no more than its task threads can run
     # a worker reporting no ceilings yet (or an older heartbeat) still gets a small window
     assert worker_window(beat()) == 2
 
