@@ -3,7 +3,8 @@
 ``diameter="auto"`` runs the image once as it is, takes the median equivalent diameter of the
 objects found (:func:`estimate_diameter`) and, unless that is within :data:`AUTO_TOLERANCE` of
 the model's training diameter (then the first pass is the answer), runs it again rescaled for
-that diameter. How well it finds known sizes: docs/benchmarks.md, "Object size".
+that diameter. How well it finds known sizes: docs/benchmarks.md, "How well `diameter=auto`
+finds the size".
 """
 
 from __future__ import annotations
