@@ -186,6 +186,25 @@ def test_diameter_auto_finds_the_objects_size(engine: Engine) -> None:
     assert len(small.objects) == 5
 
 
+def test_callers_with_different_diameters_batch_together(engine: Engine) -> None:
+    # images rescaled to different sizes still become model-sized inputs of one batcher
+    images = [encode_png(_scene(1)), encode_png(_scene(3))]
+    diameters: list[float | str | None] = [None, 60, "auto", 30, 20, 60]
+    requests = [(images[i % 2], d) for i, d in enumerate(diameters)]
+    alone = [
+        engine.segment(im, "cbam_resunet", SegmentationParams(diameter=d)) for im, d in requests
+    ]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [
+            pool.submit(engine.segment, im, "cbam_resunet", SegmentationParams(diameter=d))
+            for im, d in requests
+        ]
+        together = [f.result() for f in futures]
+    for a, b in zip(alone, together, strict=True):
+        assert b.diameter_px == a.diameter_px
+        assert len(b.objects) == len(a.objects) and iou(a.labels > 0, b.labels > 0) >= 0.99
+
+
 def test_a_diameter_that_rescales_past_the_pixel_limit_fails_the_image(engine: Engine) -> None:
     # 1000 x 1000 at diameter 5 would become 4540 x 4540 pixels
     image = encode_png(np.zeros((1000, 1000), np.uint8))
