@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-import contracts.storage
+import contracts.storage.files
+import contracts.storage.s3
 from contracts.requests import MODEL_NAMES
 from tests.backend import images
 from tests.backend.helpers import (
@@ -398,7 +399,7 @@ def test_storage_failure_at_commit_keeps_nothing_new(
         if path.is_dir():  # the blob is renamed into place, then its directory fails
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(contracts.storage, "_fsync_path", broken_fsync)
+    monkeypatch.setattr(contracts.storage.files, "_fsync_path", broken_fsync)
     r = post_job(client, user, [("shared.png", shared), ("fresh.png", fresh)])
     assert "No space left" in refused(r, 503, "storage_unavailable")
     monkeypatch.undo()

@@ -1,4 +1,4 @@
-"""The blob store seam (contracts/storage.py): the file store and the S3 store against a real
+"""The blob store seam (contracts/storage/): the file store and the S3 store against a real
 S3-compatible server (moto in server mode on loopback), with the same tests."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-import contracts.storage
+import contracts.storage.files
+import contracts.storage.s3
 from contracts.settings import Settings, SettingsError, load_settings
 from contracts.storage import (
     BlobNotFound,
@@ -254,7 +255,7 @@ def test_file_store_failure_midway_removes_its_temp(
     def full_disk(path: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(contracts.storage, "_fsync_path", full_disk)
+    monkeypatch.setattr(contracts.storage.files, "_fsync_path", full_disk)
     with pytest.raises(StorageUnavailable, match="No space left"):
         blobs.put_bytes("k" * 64, b"data")
     assert list(tmp_path.iterdir()) == []
@@ -303,6 +304,6 @@ def test_s3_batch_delete_spans_chunks(aws_env: MotoServer, monkeypatch: pytest.M
     keys = [mask_key(f"{i:064x}") for i in range(7)]
     for key in keys:
         blobs.put_bytes(key, b"m")
-    monkeypatch.setattr(contracts.storage, "S3_DELETE_CHUNK", 3)
+    monkeypatch.setattr(contracts.storage.s3, "S3_DELETE_CHUNK", 3)
     assert blobs.delete(keys) == 7
     assert aws_env.keys(bucket) == set()
