@@ -33,7 +33,9 @@ class ConnectionCount:
 def create_sio(
     settings: Settings, pool: Callable[[], asyncpg.Pool], count: ConnectionCount | None = None
 ) -> socketio.AsyncServer:
-    manager = events.CheckedAsyncRedisManager(settings.redis_url, channel=events.CHANNEL)
+    manager = events.CheckedAsyncRedisManager(
+        settings.redis_url, channel=events.channel_for(settings.redis_url)
+    )
     sio = socketio.AsyncServer(
         async_mode="asgi", client_manager=manager, cors_allowed_origins="*", logger=False
     )

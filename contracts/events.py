@@ -12,12 +12,26 @@ import contextvars
 import logging
 import threading
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import socketio
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "cellseg-socketio"
+
+
+def channel_for(redis_url: str) -> str:
+    """The pub/sub channel of one deployment: ``CHANNEL`` and the Redis database number.
+
+    Redis pub/sub ignores the database a client selected, so two deployments on one Redis
+    server (a ``make run`` service and the tests, each in a database of its own) would hear
+    each other's events, and a publish would count the other's gateways as receivers.
+    """
+    url = urlsplit(redis_url)
+    db = url.path.strip("/") if url.scheme != "unix" else ""
+    db = db or parse_qs(url.query).get("db", ["0"])[0]
+    return f"{CHANNEL}:{int(db) if db.isdigit() else 0}"
 
 IMAGE_UPDATE = "image.update"
 JOB_PROGRESS = "job.progress"
@@ -90,7 +104,9 @@ class EventPublisher:
     """
 
     def __init__(self, redis_url: str) -> None:
-        self._manager = _CountingRedisManager(redis_url, channel=CHANNEL, write_only=True)
+        self._manager = _CountingRedisManager(
+            redis_url, channel=channel_for(redis_url), write_only=True
+        )
 
     def emit(self, event: str, data: dict[str, Any], to: list[str]) -> bool:
         """Publish; True when at least one gateway was subscribed and got it."""

@@ -50,6 +50,7 @@ def test_importing_the_client_and_cli_loads_nothing_of_the_service() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_client_alone_builds_a_wheel_with_the_command(tmp_path: Path) -> None:
     shutil.copytree(
         ROOT / "client",

@@ -32,6 +32,8 @@ from ml_service.training.evaluation import iou
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.checks import assert_concurrent_calls_match_serial
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 LOGIT_ATOL = 1e-3  # |Δ logit|; bounds |Δ probability| by 2.5e-4
 
 

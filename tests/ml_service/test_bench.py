@@ -10,6 +10,8 @@ import pytest
 from ml_service.settings import EngineSettings
 from ml_service.tools.bench import main, run
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 
 def test_bench_reports_both_comparisons_per_model(tmp_path: Path, onnx_cache_dir: Path) -> None:
     settings = EngineSettings(

@@ -27,6 +27,8 @@ from ml_service.settings import EngineSettings
 from ml_service.tools.pipeline_rate import encode_png
 from ml_service.training.synthetic import generate_sample
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 
 def test_pixel_exact_only_where_restore_copies_pixels() -> None:
     assert pixel_exact(prepare(np.zeros((200, 180), np.uint8), 256, 32)[1])  # letterbox, 1:1

@@ -30,6 +30,8 @@ from ml_service.training.evaluation import iou
 from ml_service.training.synthetic import generate_sample
 from tests.ml_service.fakes import RecordingBackend
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 
 def disc_image(h: int, w: int, centres: list[tuple[int, int]], r: int = 14) -> np.ndarray:
     img = np.full((h, w), 20, np.uint8)

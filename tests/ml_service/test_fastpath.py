@@ -41,6 +41,8 @@ from ml_service.training.evaluation import iou
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.fakes import RecordingBackend
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 CPU = torch.device("cpu")
 # fp16 runs on any CPU but, without oneDNN fp16 kernels, contiguous fp16 convolutions take
 # seconds per 256-px image here; with channels_last 0.2 s: fp16 is checked in that format.

@@ -39,6 +39,8 @@ from ml_service.tools.openvino_choice import choose_openvino_precision, grow_uni
 from models.registry import MODEL_NAMES, get_spec
 from tests.ml_service.checks import assert_concurrent_calls_match_serial
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 LOGIT_ATOL = 1e-3
 CPU = torch.device("cpu")
 needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no bf16 instructions")

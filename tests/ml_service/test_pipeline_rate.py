@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ml_service.profiles import ProfileBook
 from ml_service.serving.engine import Engine
 from ml_service.settings import EngineSettings
 from ml_service.tools.pipeline_rate import measure_pipeline, record_pipeline_rates, sample_pngs
+
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
 
 
 def test_sample_pngs_are_deterministic_pngs() -> None:

@@ -20,7 +20,11 @@ EXPECTED_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("key", sorted(REGISTRY), ids=lambda k: f"{k[0]}-{k[1]}")
+@pytest.mark.parametrize(
+    "key",
+    [pytest.param(k, marks=[pytest.mark.slow] if k[1] == "full" else []) for k in sorted(REGISTRY)],
+    ids=lambda k: f"{k[0]}-{k[1]}",
+)
 class TestModel:
     def test_parameter_count(self, key: tuple[str, str]) -> None:
         model = create_model(*key)

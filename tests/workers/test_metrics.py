@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from prometheus_client import generate_latest
 
 from ml_service.profiles import ModelProfile, ProfileBook
@@ -14,6 +15,8 @@ from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
 from tests.ml_service.fakes import RecordingBackend
 from workers.metrics import WorkerMetrics
+
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
 
 
 def test_registry_counts_batches_images_and_oom_retries(tmp_path) -> None:  # type: ignore[no-untyped-def]
