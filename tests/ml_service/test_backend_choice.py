@@ -95,6 +95,7 @@ def test_auto_follows_the_record_even_against_a_faster_reality(settings: EngineS
     assert model.backend_reason.startswith("auto (batch_sizes.json")
 
 
+@pytest.mark.slow  # measures every backend
 def test_auto_without_a_record_measures_every_backend_and_keeps_the_fastest(
     settings: EngineSettings,
 ) -> None:
@@ -183,6 +184,7 @@ def test_cgroup_cpu_quota_caps_the_cores(tmp_path: Path, text: str, cores: int |
     assert cgroup_cpu_limit(tmp_path / "missing") is None
 
 
+@pytest.mark.slow  # measures every backend
 def test_profiler_measures_every_backend_and_keeps_other_devices(
     tmp_path: Path, onnx_cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
