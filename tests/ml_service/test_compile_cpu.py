@@ -23,6 +23,8 @@ from ml_service.tools.profile import fastpath_options
 from ml_service.training.evaluation import iou
 from ml_service.training.synthetic import generate_sample
 
+pytestmark = pytest.mark.slow  # loads, compiles or measures real models
+
 
 def _pngs(n: int) -> list[bytes]:
     rng = np.random.default_rng(7)
@@ -77,8 +79,6 @@ from pathlib import Path
 from torch._dynamo.utils import counters
 from ml_service.serving.engine import Engine
 from ml_service.settings import EngineSettings
-
-pytestmark = pytest.mark.slow  # loads, compiles or measures real models
 settings = EngineSettings(
     device="cpu", models=("hrnet",), max_batch_size=2, compile="on",
     compile_cache_dir=Path(sys.argv[1]), profiles_path=Path(sys.argv[2]),
