@@ -33,6 +33,7 @@ def publish_job(rt: WorkerRuntime, job_id: str, user_id: int) -> None:
         job_elapsed_s=p.job_elapsed_s,
         recent=p.recent,
         recent_span_s=p.recent_span_s,
+        running=payload["processing"],
     )
     seconds = eta_seconds(payload["queued"] + payload["processing"], position or 0, facts)
     eta = None if seconds is None else round(seconds, 1)

@@ -116,12 +116,16 @@ class AsyncClient:
         filenames: Sequence[str] | None = None,
         split: bool = True,
         diameter: float | str | None = None,
+        plane: int | None = None,
+        channel: int | None = None,
     ) -> Job:
         """Upload ``paths`` as ONE job (they must fit the server's limits; see :meth:`submit`).
 
         ``filenames`` are the names the server records (default: each file's name). ``split``:
         separate touching objects; ``diameter``: object diameter in pixels, ``"auto"`` or None
-        (as the model was trained). The answer lists the images in upload order.
+        (as the model was trained); ``plane``/``channel`` choose the 2-D image of TIFF stacks
+        (and ``channel`` one colour of colour images). The answer lists the images in upload
+        order.
         """
         files = [Path(p) for p in paths]
         names = list(filenames) if filenames is not None else [p.name for p in files]
@@ -130,11 +134,12 @@ class AsyncClient:
         parts = [
             FilePart("files", p, n, content_type(p)) for p, n in zip(files, names, strict=True)
         ]
+        form = _form(model, threshold, min_area, split, diameter)
+        form.update(
+            {k: str(v) for k, v in (("plane", plane), ("channel", channel)) if v is not None}
+        )
         response = await self.transport.request(
-            "POST",
-            f"{API_PREFIX}/jobs",
-            data=_form(model, threshold, min_area, split, diameter),
-            files=parts,
+            "POST", f"{API_PREFIX}/jobs", data=form, files=parts
         )
         return Job.from_json(response.json())
 

@@ -12,7 +12,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 FILE_ERROR_CODES: frozenset[str] = frozenset(
-    {"empty_file", "unsupported_format", "invalid_image", "image_too_large", "upload_too_large"}
+    {
+        "empty_file",
+        "unsupported_format",
+        "invalid_image",
+        "image_too_large",
+        "upload_too_large",
+        "choose_plane_or_channel",
+    }
 )
 """Error codes of ``POST /jobs`` that are about one file, not about the request: a batch
 refused with one of them is retried file by file so only the bad file fails."""

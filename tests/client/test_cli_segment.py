@@ -11,9 +11,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 from cellseg_client.cli.manifest import MANIFEST_NAME, Manifest, RunParams
+from ml_service.training.synthetic import generate_sample
 from tests.client.conftest import User, image_rows, run_cli, spawn_cli, write_pngs
 from tests.client.stub import Proxy, ServerThread
 from tests.harness import Service
@@ -157,7 +160,7 @@ def test_a_refused_run_leaves_out_free_and_a_bad_file_is_named(
     out = tmp_path / "out"
     code = run_cli(service.url, user.key, "segment", src, "--model", "resnet", "--out", out, "-q")
     assert code != 0
-    assert "unknown model" in capsys.readouterr().err
+    assert "unknown_model" in capsys.readouterr().err
     assert not (out / MANIFEST_NAME).exists()  # the refused run did not lock OUT
     code = run_cli(service.url, user.key, "segment", src, "--model", "unet", "--out", out, "-q")
     summary = json.loads((out / "summary.json").read_text())
@@ -166,3 +169,29 @@ def test_a_refused_run_leaves_out_free_and_a_bad_file_is_named(
     bad = next(e for e in summary["images"] if e["image"] == "cut.png")
     assert bad["error"]["code"] == "invalid_image"
     assert bad["error"]["message"].startswith("cut.png (file ")
+
+
+def test_a_z_stack_needs_a_plane_and_is_segmented_at_the_one_named(
+    service: Service, user: User, tmp_path: Path
+) -> None:
+    src = tmp_path / "stacks"
+    src.mkdir()
+    cells = generate_sample(np.random.default_rng(4), 256, "cells").image
+    stack = np.zeros((5, 256, 256), np.uint8)
+    stack[3] = cells
+    tifffile.imwrite(src / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    out = tmp_path / "no-plane"
+    run_cli(service.url, user.key, "segment", src, "--model", "unet", "--out", out, "-q")
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert entry["status"] == "rejected"
+    assert entry["error"]["code"] == "choose_plane_or_channel"
+    assert "z.tif (file 1) holds 5 planes of 256×256; choose one with plane=0..4" in (
+        entry["error"]["message"]
+    )
+    out = tmp_path / "plane-3"
+    code = run_cli(
+        service.url, user.key, "segment", src, "--model", "unet", "--plane", "3", "--out", out, "-q"
+    )
+    assert code == 0
+    entry = json.loads((out / "summary.json").read_text())["images"][0]
+    assert entry["status"] == "done" and entry["objects"] > 3

@@ -55,3 +55,9 @@ def test_cancelled_images_are_neither_work_done_nor_work_left() -> None:
     """The caller counts only done and failed as finished, only waiting and running as left."""
     facts = RateFacts(finished=2, job_elapsed_s=4.0, recent=2, recent_span_s=4.0)
     assert eta_seconds(1, 0, facts) == pytest.approx(2.0)
+
+
+def test_images_in_flight_count_as_a_quarter_done() -> None:
+    """Two finished and four in flight after 2 s: 3 images' work in 2 s, 27 images' work left."""
+    facts = RateFacts(finished=2, job_elapsed_s=2.0, recent=0, recent_span_s=None, running=4)
+    assert eta_seconds(28, 0, facts) == pytest.approx(27 / 1.5)

@@ -145,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="typical object diameter in pixels (5-2000), or auto (default: as trained)",
     )
+    seg.add_argument(
+        "--plane", type=int, default=None, help="the plane of TIFF stacks to segment (from 0)"
+    )
+    seg.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        help="the channel of multichannel TIFFs, or colour of RGB images (from 0)",
+    )
     seg.add_argument("--out", type=Path, required=True, help="output folder")
     seg.add_argument(
         "--format",
@@ -278,6 +287,8 @@ async def cmd_segment(client: AsyncClient, args: argparse.Namespace, display: Di
         min_area=args.min_area,
         split=not args.no_split,
         diameter=args.diameter,
+        plane=args.plane,
+        channel=args.channel,
         formats=args.format,
         concurrency=args.concurrency,
         max_files_per_job=args.max_files_per_job,

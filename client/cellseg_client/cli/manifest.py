@@ -4,9 +4,10 @@ An append-only JSON-lines log, flushed and fsynced line by line, so a run killed
 instant leaves a log that says everything that happened before (a torn last line is ignored).
 Records, in order of use:
 
-- ``{"op": "run", "version", "model", "threshold", "min_area"}``: first line; a re-run with
-  other parameters into the same ``OUT`` is refused. A run that ends in an error before any
-  upload reached the server removes its manifest (:meth:`Manifest.forget_if_unused`).
+- ``{"op": "run", "version", "model", "threshold", "min_area", "plane", "channel"}``: first
+  line; a re-run with other parameters into the same ``OUT`` is refused. A run that ends in an
+  error before any upload reached the server removes its manifest
+  (:meth:`Manifest.forget_if_unused`).
 - ``{"op": "pending", "batch", "hashes", "filenames", "at"}``: an upload is about to be sent.
 - ``{"op": "uploaded", "batch", "job_id", "images": {hash: image_id}}``: the server took it.
 - ``{"op": "abandoned", "batch"}``: a pending upload that never reached the server.
@@ -41,12 +42,15 @@ class RunParams:
     model: str
     threshold: float
     min_area: int
+    plane: int | None = None
+    channel: int | None = None
 
     def matches(self, other: RunParams) -> bool:
         return (
             self.model == other.model
             and abs(self.threshold - other.threshold) < 1e-9
             and self.min_area == other.min_area
+            and (self.plane, self.channel) == (other.plane, other.channel)
         )
 
 
@@ -124,15 +128,19 @@ class Manifest:
                 if head.get("op") != "run":
                     raise ValueError("the first line is not a run record")
                 recorded = RunParams(
-                    str(head["model"]), float(head["threshold"]), int(head["min_area"])
+                    str(head["model"]),
+                    float(head["threshold"]),
+                    int(head["min_area"]),
+                    head.get("plane"),
+                    head.get("channel"),
                 )
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ManifestError(f"{path} is not a cellseg manifest: {exc}") from None
             if not recorded.matches(params):
                 raise ManifestError(
                     f"{out} holds a run with model={recorded.model} threshold="
-                    f"{recorded.threshold:g} min_area={recorded.min_area}; use another --out "
-                    "for other parameters"
+                    f"{recorded.threshold:g} min_area={recorded.min_area} plane={recorded.plane} "
+                    f"channel={recorded.channel}; use another --out for other parameters"
                 )
             for rec in existing[1:]:
                 state.apply(rec)
@@ -146,6 +154,8 @@ class Manifest:
                     "model": params.model,
                     "threshold": params.threshold,
                     "min_area": params.min_area,
+                    "plane": params.plane,
+                    "channel": params.channel,
                 }
             )
         return manifest

@@ -45,6 +45,8 @@ class SegmentOptions:
     min_area: int = 50
     split: bool = True
     diameter: float | str | None = None
+    plane: int | None = None
+    channel: int | None = None
     formats: tuple[str, ...] = ("json", "geojson")
     concurrency: int = 4
     max_files_per_job: int | None = None
@@ -99,7 +101,13 @@ class SegmentRun:
 
     async def run(self) -> RunReport:
         await self._find()
-        params = RunParams(self.opts.model, self.opts.threshold, self.opts.min_area)
+        params = RunParams(
+            self.opts.model,
+            self.opts.threshold,
+            self.opts.min_area,
+            self.opts.plane,
+            self.opts.channel,
+        )
         self._manifest = Manifest.open(self.opts.out, params)
         try:
             await reconcile(self.client, self.manifest)
@@ -215,6 +223,8 @@ class SegmentRun:
                 filenames=names,
                 split=self.opts.split,
                 diameter=self.opts.diameter,
+                plane=self.opts.plane,
+                channel=self.opts.channel,
             )
         except ApiError:  # answered: the server kept nothing of this request
             self.manifest.record_abandoned(token)
