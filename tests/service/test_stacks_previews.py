@@ -59,4 +59,4 @@ def test_the_chosen_plane_is_segmented_and_its_preview_is_stored(service: Servic
         assert pixels.shape == (256, 256) and pixels.dtype == np.uint8
         if plane == 2:
             assert pixels.min() == 0 and pixels.max() == 255  # stretched, not a black frame
-    assert objects[2] > 3 and objects[0] == 0
+    assert objects[2] > 0 and objects[0] == 0  # the cells are in plane 2 only
