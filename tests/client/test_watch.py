@@ -1,11 +1,13 @@
-"""The event tracker that merges Socket.IO events and REST snapshots (pure)."""
+"""The event tracker that merges Socket.IO events and REST snapshots (pure), and the watcher's
+reconnection."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from cellseg_client.schema import Job
-from cellseg_client.watch import JobTracker
+from cellseg_client.watch import JobTracker, JobWatcher
 
 
 def snapshot(job_id: str, statuses: list[str], job_status: str = "running") -> Job:
@@ -79,3 +81,36 @@ def test_a_status_the_client_does_not_know_does_not_break_the_tracker() -> None:
     assert [e.data["status"] for e in paused] == ["paused"]
     done = t.on_socket("image.update", {"job_id": "j", "image_id": "i0", "status": "done"})
     assert [e.data["status"] for e in done] == ["done"]
+
+
+def test_a_socket_that_reconnects_reads_every_pending_job_again() -> None:
+    """Events sent while the socket was down are gone: on reconnecting, the watcher reads the
+    REST state of every job still pending, so a missed ``job.done`` is not waited for."""
+    body = {
+        "id": "j",
+        "status": "done",
+        "model": "hrnet",
+        "threshold": 0.5,
+        "min_area": 50,
+        "counts": {"total": 1, "done": 1},
+        "images": [{"id": "i0", "filename": "0.png", "status": "done"}],
+    }
+
+    class Transport:
+        reads: list[str] = []
+
+        async def get_json(self, path: str) -> dict[str, Any]:
+            self.reads.append(path)
+            return body
+
+    async def reconnect() -> list[str]:
+        watcher = JobWatcher(Transport(), use_socket=False)  # type: ignore[arg-type]
+        watcher.add("j")
+        watcher._inbox.clear()  # as after the first poll
+        await watcher._on_connect()  # python-socketio calls it on every (re)connection
+        events = await watcher._drain(poll_all=False)
+        return [e.name for e in events]
+
+    names = asyncio.run(reconnect())
+    assert Transport.reads == ["/api/v1/jobs/j"]
+    assert names[-1] == "job.done"
