@@ -3,7 +3,8 @@
     python -m ml_service.training.acceptance --weights-dir models/weights [--models unet ...]
 
 Two measurements, both through :class:`ml_service.serving.engine.Engine` (CPU, torch backend,
-threshold 0.5, ``min_area`` 10):
+threshold 0.5, ``min_area`` 10, touching objects split as by default; ``--no-split`` turns the
+split off to see the weights alone):
 
 - **drawn shapes**: a bright disc of radius 10 to 150 px, ellipses and annuli (with their hole),
   each alone on a dark canvas 2.6 times its radius wide (at least 96 px) with mild noise, 8-bit.
@@ -93,17 +94,19 @@ def object_iou(labels: np.ndarray, truth: np.ndarray) -> float:
     return iou(labels == best, truth)
 
 
-def measure(engine: Engine, model: str, n_clusters: int) -> dict[str, Any]:
+def measure(
+    engine: Engine, model: str, n_clusters: int, params: SegmentationParams = PARAMS
+) -> dict[str, Any]:
     """Per-shape IoU and the clusters' mean AP50 for one model."""
     shapes = {}
     for shape in drawn_shapes():
-        result = engine.segment(_png(shape.image), model, PARAMS)
+        result = engine.segment(_png(shape.image), model, params)
         shapes[shape.name] = round(object_iou(result.labels, shape.truth), 4)
     rng = np.random.default_rng(CLUSTER_SEED)
     aps = []
     for _ in range(n_clusters):
         sample = generate_sample(rng, 256, "clusters")
-        result = engine.segment(_png(sample.image), model, PARAMS)
+        result = engine.segment(_png(sample.image), model, params)
         aps.append(average_precision(sample.labels, result.labels.astype(np.int32), 0.5))
     return {
         "shapes": shapes,
@@ -112,7 +115,9 @@ def measure(engine: Engine, model: str, n_clusters: int) -> dict[str, Any]:
     }
 
 
-def run(weights_dir: Path, models: tuple[str, ...], n_clusters: int) -> dict[str, Any]:
+def run(
+    weights_dir: Path, models: tuple[str, ...], n_clusters: int, split: bool = True
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = EngineSettings(
             device="cpu",
@@ -123,7 +128,8 @@ def run(weights_dir: Path, models: tuple[str, ...], n_clusters: int) -> dict[str
             onnx_cache_dir=Path(tmp) / "onnx",
         )
         with Engine.from_settings(settings) as engine:
-            return {m: measure(engine, m, n_clusters) for m in models}
+            params = SegmentationParams(PARAMS.threshold, PARAMS.min_area, split=split)
+            return {m: measure(engine, m, n_clusters, params) for m in models}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,9 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS_DIR)
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     parser.add_argument("--clusters", type=int, default=16, help="held-out cluster images")
+    parser.add_argument("--no-split", action="store_true", help="leave touching objects merged")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = run(args.weights_dir, tuple(args.models), args.clusters)
+    report = run(args.weights_dir, tuple(args.models), args.clusters, split=not args.no_split)
     print(json.dumps(report, indent=2))  # the report is the command's output
 
 
