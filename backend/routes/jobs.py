@@ -169,6 +169,14 @@ async def accept_job(
             raise ValidationFailed(
                 "no_files", f"no files: send one or more images in the '{file_field}' field{hint}"
             )
+        if form.ignored_fields:
+            known = ", ".join([file_field, *TEXT_FIELDS])
+            raise ValidationFailed(
+                "unknown_field",
+                f"unknown field(s): {', '.join(sorted(set(form.ignored_fields)))}; "
+                f"this endpoint takes: {known}",
+                details={"fields": sorted(set(form.ignored_fields))},
+            )
         model = form.values.get("model")
         if model is None:
             raise ValidationFailed(

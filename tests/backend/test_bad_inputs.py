@@ -245,6 +245,15 @@ def test_diameter_larger_than_the_image(
     assert "diameter" in message and r.json()["error"]["file"] == "a.png"
 
 
+@pytest.mark.parametrize("field", ["treshold", "minArea", "file"])
+def test_unknown_field(client: TestClient, user: ApiUser, nothing: Nothing, field: str) -> None:
+    """A misspelt parameter is refused, not silently replaced by its default."""
+    r = post_job(client, user, [("a.png", images.png())], **{field: "0.3"})
+    message = refused(r, 422, "unknown_field")
+    assert field in message and "threshold" in message and "min_area" in message
+    assert r.json()["error"]["fields"] == [field]
+
+
 # --- the multipart body ------------------------------------------------------------------------
 
 
