@@ -1,7 +1,8 @@
 """Results: one image's (JSON, GeoJSON, COCO, label mask) and a whole job's (merged).
 
 An image that is not ``done`` answers 409 ``not_ready`` with its ``status`` (and its ``error``
-when it failed). A job-level download answers 409 ``not_ready`` while any image is pending;
+when it failed), ``retryable`` while the image is still pending. A job-level download answers
+409 ``not_ready`` (``retryable``) while any image is pending;
 once the job is terminal it holds every ``done`` image (the JSON form lists every image with
 its status and error too).
 """
@@ -80,7 +81,10 @@ def _not_ready(row: asyncpg.Record) -> Conflict:
     if status == "cancelled":
         return Conflict("not_ready", "the image was cancelled", details={"status": status})
     return Conflict(
-        "not_ready", f"the image is {status}; retry when it is done", details={"status": status}
+        "not_ready",
+        f"the image is {status}; retry when it is done",
+        details={"status": status},
+        retryable=True,
     )
 
 
@@ -147,6 +151,7 @@ async def _terminal_job(
             "not_ready",
             f"the job is {status}; its results are available once every image has finished",
             details={"status": status, "counts": counts_payload(counts, job["total"])},
+            retryable=True,
         )
     return jid, job, status
 

@@ -35,6 +35,8 @@ def test_result_not_ready(client: TestClient, user: ApiUser, db: SyncDb, status:
         r = client.get(result_url(job, 0, tail), headers=user.headers)
         assert error_of(r) == (409, "not_ready")
         assert r.json()["error"]["status"] == status
+        # pending: the same request succeeds later; cancelled: never
+        assert r.json()["error"]["retryable"] is (status != "cancelled")
 
 
 def test_result_of_a_failed_image(client: TestClient, user: ApiUser, db: SyncDb) -> None:
@@ -44,6 +46,7 @@ def test_result_of_a_failed_image(client: TestClient, user: ApiUser, db: SyncDb)
     assert error_of(r) == (409, "not_ready")
     err = r.json()["error"]
     assert err["status"] == "failed"
+    assert err["retryable"] is False
     assert err["image_error"] == {
         "code": "invalid_image",
         "message": "degenerate image",
@@ -94,6 +97,7 @@ def test_job_results_wait_for_the_job(client: TestClient, user: ApiUser, db: Syn
     assert error_of(r) == (409, "not_ready")
     assert r.json()["error"]["status"] == "running"
     assert r.json()["error"]["counts"]["done"] == 1
+    assert r.json()["error"]["retryable"] is True
 
 
 def test_job_results_merge(client: TestClient, user: ApiUser, db: SyncDb) -> None:
