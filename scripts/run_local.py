@@ -41,6 +41,7 @@ async def ensure_database(url: str) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per /readyz poll
     env = dict(os.environ)
     env.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/cellseg")
     env.setdefault("UPLOAD_DIR", str(ROOT / "var" / "uploads"))
@@ -115,7 +116,7 @@ def main() -> int:
             f"demo user API key: {key}\n\n"
             f"  curl {auth} -F files=@{sample} -F model=hrnet {url}/api/v1/jobs\n"
             f"  curl {auth} {url}/api/v1/jobs/<job id>\n"
-            f"  curl {auth} {url}/api/v1/jobs/<job id>/results?format=geojson\n\n"
+            f'  curl {auth} "{url}/api/v1/jobs/<job id>/results?format=geojson"\n\n'
             "Ctrl-C stops the service.\n"
         )
         sys.stdout.flush()
