@@ -19,6 +19,8 @@ from tests.client.stub import Proxy, ServerThread
 from tests.harness import Service, running_service
 from tests.private_servers import PrivateRedis, private_servers
 
+pytestmark = pytest.mark.slow  # restarts private Redis and PostgreSQL servers
+
 
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, PrivateRedis]]:

@@ -8,6 +8,7 @@ import pytest
 from scripts.intraop_threads import CASES, main, measure
 
 
+@pytest.mark.slow  # times every model in threads
 def test_every_case_is_timed_for_each_model() -> None:
     (row,) = measure(["hrnet"], calls=2)
     assert row["model"] == "hrnet"
