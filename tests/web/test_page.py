@@ -86,7 +86,10 @@ def png_without_pixels(width: int = 300, height: int = 200) -> bytes:
 
 def deepest_pixel(region: np.ndarray) -> tuple[int, int]:
     """(x, y) of the pixel of ``region`` farthest from its edge."""
-    dist = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3)
+    # padded: outside the image counts as background, so an object touching the border is
+    # not deepest on the border (on its outline there)
+    padded = np.pad(region.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(x), int(y)
 
