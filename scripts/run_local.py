@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +40,21 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
+def worker_metrics_port(env: dict[str, str], default: int = 9101) -> str:
+    """``WORKER_METRICS_PORT`` as set, else ``default``, else (``default`` taken by another
+    process on this machine) a free port: the worker would stop at start-up on a port in use."""
+    if "WORKER_METRICS_PORT" in env:
+        return env["WORKER_METRICS_PORT"]
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", default)) != 0:
+            return str(default)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    log.info("port %d is taken: the worker's metrics listen on %s", default, port)
+    return port
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per /readyz poll
@@ -47,6 +63,7 @@ def main() -> int:
     env.setdefault("UPLOAD_DIR", str(ROOT / "var" / "uploads"))
     env.setdefault("ML_DEVICE", "auto")
     port = env.setdefault("GATEWAY_PORT", "8000")
+    env["WORKER_METRICS_PORT"] = worker_metrics_port(env)
     url = f"http://127.0.0.1:{port}"
     ensure_postgres()
     ensure_redis()
