@@ -129,6 +129,8 @@ class Job:
     model: str
     threshold: float
     min_area: int
+    split: bool = True
+    diameter: float | str | None = None
     plane: int | None = None
     channel: int | None = None
     created_at: str | None = None
@@ -151,6 +153,8 @@ class Job:
             model=str(data.get("model") or ""),
             threshold=float(data.get("threshold") or 0.0),
             min_area=int(data.get("min_area") or 0),
+            split=bool(data.get("split", True)),
+            diameter=data.get("diameter"),
             plane=data.get("plane"),
             channel=data.get("channel"),
             created_at=data.get("created_at"),
