@@ -155,9 +155,9 @@ class JobWatcher:
     async def events(self) -> AsyncIterator[Event]:
         """The merged, deduplicated event stream (see the module docstring)."""
         loop = asyncio.get_running_loop()
-        if self.use_socket:
-            await self._connect()
-        try:
+        try:  # a connect cancelled mid-handshake (the caller failed) still closes its session
+            if self.use_socket:
+                await self._connect()
             self._inbox.clear()  # what was added before is read by the first poll
             self._last_poll = loop.time()
             for event in await self._poll(self.tracker.pending_jobs):

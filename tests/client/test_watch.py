@@ -114,3 +114,45 @@ def test_a_socket_that_reconnects_reads_every_pending_job_again() -> None:
     names = asyncio.run(reconnect())
     assert Transport.reads == ["/api/v1/jobs/j"]
     assert names[-1] == "job.done"
+
+
+def test_a_connect_cancelled_mid_handshake_closes_the_socket_session() -> None:
+    """The caller fails (say, a 401 on the first upload) while the Socket.IO handshake is in
+    flight: the watcher's stream is cancelled and still closes the socket's HTTP session (no
+    "Unclosed client session" or "Event loop is closed" noise at exit)."""
+
+    async def cancelled_mid_connect() -> tuple[bool, Any]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)  # takes the handshake request, never answers
+            await asyncio.sleep(30)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        class Transport:
+            url = f"http://127.0.0.1:{port}"
+            api_key = "k"
+
+        watcher = JobWatcher(Transport(), connect_timeout=10)  # type: ignore[arg-type]
+        watcher.add("j")
+
+        async def consume() -> None:
+            async for _ in watcher.events():
+                pass
+
+        task = asyncio.create_task(consume())
+        while watcher._sio is None or watcher._sio.eio.http is None:
+            await asyncio.sleep(0.01)
+        sio = watcher._sio
+        await asyncio.sleep(0.2)  # the handshake request is on the wire
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        server.close()
+        return watcher._sio is None, sio.eio.http
+
+    released, http = asyncio.run(cancelled_mid_connect())
+    assert released
+    assert http is None or http.closed
