@@ -111,7 +111,7 @@ def measure(
     return {
         "shapes": shapes,
         "shapes_min_iou": min(shapes.values()),
-        "clusters_ap50": round(float(np.mean(aps)), 4),
+        "clusters_ap50": round(float(np.mean(aps)), 4) if aps else None,
     }
 
 
