@@ -96,7 +96,11 @@ def _classify(path: Path, by_suffix: bool) -> str | None:
         return f"not an image type (suffix {path.suffix or 'none'!r}; PNG, JPEG, TIFF only)"
     found = sniff(path)
     if found is None:
-        return "content is not PNG, JPEG or TIFF"
+        try:
+            empty = path.stat().st_size == 0
+        except OSError:
+            return "unreadable"
+        return "the file is empty" if empty else "content is not PNG, JPEG or TIFF"
     return None
 
 

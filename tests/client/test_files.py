@@ -42,6 +42,13 @@ def test_folders_are_searched_recursively_for_images_only(tmp_path: Path) -> Non
     assert "suffix" in skipped["notes.txt"] and "content" in skipped["fake.png"]
 
 
+def test_an_empty_image_file_is_skipped_as_empty(tmp_path: Path) -> None:
+    (tmp_path / "blank.png").write_bytes(b"")
+    found = find_images([tmp_path])
+    assert not found.images
+    assert [(p.name, reason) for p, reason in found.skipped] == [("blank.png", "the file is empty")]
+
+
 def test_a_file_given_directly_is_taken_by_content(tmp_path: Path) -> None:
     odd = tmp_path / "scan.dat"
     odd.write_bytes(TIFF)
