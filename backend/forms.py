@@ -104,6 +104,7 @@ async def read_multipart(
     max_files: int,
     text_fields: Mapping[str, Callable[[str], Any]],
     max_body_bytes: int,
+    files_limit: str = "per job (MAX_FILES_PER_JOB)",
 ) -> FormResult:
     """Stream the request's multipart body: ``file_field`` parts into ``batch``, the named
     text fields through their parsers (an empty value counts as not sent), other parts
@@ -114,6 +115,7 @@ async def read_multipart(
         batch: receives every ``file_field`` part, in order.
         file_field: name of the file parts (a part of that name is a file, filename or not).
         max_files: more file parts than this answer 413 ``too_many_files``.
+        files_limit: what that message says the limit is, after ``at most N``.
         text_fields: ``{name: parser}``; a parser raises an ``ApiError`` for a bad value.
         max_body_bytes: cap on the whole body, multipart framing included.
 
@@ -131,7 +133,7 @@ async def read_multipart(
     except FormParserError as exc:
         raise invalid_multipart(str(exc)) from exc
     result = FormResult()
-    state = _State(batch, file_field, max_files, text_fields, result)
+    state = _State(batch, file_field, max_files, text_fields, result, files_limit)
     received = 0
     async for chunk in request.stream():
         if not chunk:
@@ -160,10 +162,12 @@ class _State:
         max_files: int,
         text_fields: Mapping[str, Callable[[str], Any]],
         result: FormResult,
+        files_limit: str,
     ) -> None:
         self.batch = batch
         self.file_field = file_field
         self.max_files = max_files
+        self.files_limit = files_limit
         self.text_fields = text_fields
         self.result = result
         self.part: _Part | None = None
@@ -198,7 +202,7 @@ class _State:
                 raise about_file(
                     PayloadTooLarge(
                         "too_many_files",
-                        f"too many files: at most {self.max_files} per job (MAX_FILES_PER_JOB)",
+                        f"too many files: at most {self.max_files} {self.files_limit}",
                     ),
                     safe_filename(name, f"image-{self.files}"),
                     self.files - 1,

@@ -139,6 +139,7 @@ async def accept_job(
     *,
     file_field: str = "files",
     max_files: int | None = None,
+    files_limit: str = "per job (MAX_FILES_PER_JOB)",
     sync: bool = False,
 ) -> tuple[UUID, list[repo.NewImage], asyncpg.Record]:
     """Stream the multipart uploads to storage and commit the job and its images (queued).
@@ -159,6 +160,7 @@ async def accept_job(
             batch,
             file_field=file_field,
             max_files=max_files,
+            files_limit=files_limit,
             text_fields=TEXT_FIELDS,
             max_body_bytes=max_bytes
             + MULTIPART_OVERHEAD_BYTES

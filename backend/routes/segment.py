@@ -41,7 +41,14 @@ async def segment(
     ``min_area`` (default 50). Answers 200 with the result (as ``GET .../result``, plus
     ``job_id`` and ``image_id``)."""
     job_id, images, job = await accept_job(
-        request, user, settings, pool, file_field="file", max_files=1, sync=True
+        request,
+        user,
+        settings,
+        pool,
+        file_field="file",
+        max_files=1,
+        files_limit="per request here; send several images with POST /jobs",
+        sync=True,
     )
     image_id = images[0].id
     ids = {"job_id": str(job_id), "image_id": str(image_id)}

@@ -211,6 +211,9 @@ def test_two_files_are_refused(client: TestClient, user: ApiUser, refused: Refus
     files = [("file", ("a.png", images.png(), "image/png")), ("file", ("b.png", images.png()))]
     r = client.post(URL, headers=user.headers, data={"model": "unet"}, files=files)
     refused(r, 413, "too_many_files")
+    message = r.json()["error"]["message"]
+    assert "at most 1 per request" in message and "POST /jobs" in message
+    assert "MAX_FILES_PER_JOB" not in message  # not the job limit, which may be larger
 
 
 def test_no_file(client: TestClient, user: ApiUser, refused: Refused) -> None:
