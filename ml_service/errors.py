@@ -76,11 +76,12 @@ class EngineClosed(EngineError):
     code = "engine_closed"
 
 
-class BackendUnavailable(EngineError):
-    """The requested inference backend cannot run here (not installed, no provider for the
-    device). Raised at start-up, never for one image."""
+class RuntimeUnavailable(EngineError):
+    """The requested inference runtime cannot run here (unknown, not installed, no provider for
+    the device, a configuration the device cannot run). Raised at start-up, never for one
+    image."""
 
-    code = "backend_unavailable"
+    code = "runtime_unavailable"
 
 
 class ExportError(EngineError):

@@ -20,7 +20,7 @@ The fitted line predicts a batch's peak memory above resident weights:
 ``peak_mb(n) = intercept_mb + slope_mb × n``.
 
 ``fastpath`` (optional; torch profiles) records the fast-path
-configuration the profiler chose (``ml_service.runtimes.fastpath``) and every candidate it
+configuration the profiler chose (``ml_service.runtimes.torch.fastpath``) and every candidate it
 measured; the
 points and the line are those of the chosen configuration, and ``dtype`` names its precision.
 Files without it load as before (the engine then runs fp32), and engines that predate it ignore
@@ -118,7 +118,7 @@ class ModelProfile:
     memory_method: str = ""
     measured_at: str = ""
     source: str = "measured"  # measured | calibrated | default
-    # torch only: the fast-path choice (ml_service.runtimes.fastpath)
+    # torch only: the fast-path choice (ml_service.runtimes.torch.fastpath)
     fastpath: FastPathRecord | None = None
     # whole per-image path through the engine (decode → model → postprocess → the worker's result
     # formats) with concurrent callers, on this device's cores (ml_service.tools.pipeline_rate)

@@ -20,7 +20,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILES = REPO_ROOT / "batch_sizes.json"
 DEFAULT_ONNX_CACHE = REPO_ROOT / "var" / "onnx"
 DEFAULT_COMPILE_CACHE = REPO_ROOT / "var" / "inductor"
-BackendSetting = Literal["auto", "torch", "onnxruntime", "openvino"]
 PrecisionSetting = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 CompileSetting = Literal["auto", "off", "on"]
 DevicePreprocessSetting = Literal["auto", "on", "off"]
@@ -84,10 +83,10 @@ class EngineSettings(BaseSettings):
         "default: min(cores − 1, 8), 0 on one core)",
     )
     precision: PrecisionSetting = Field(
-        "auto", description="torch backend: auto (the profile's choice, else fp32) or forced"
+        "auto", description="torch runtime: auto (the profile's choice, else fp32) or forced"
     )
     compile: CompileSetting = Field(
-        "auto", description="torch backend: torch.compile as recorded (auto), off or on"
+        "auto", description="torch runtime: torch.compile as recorded (auto), off or on"
     )
     compile_cache_dir: Path = Field(
         DEFAULT_COMPILE_CACHE,
@@ -96,12 +95,14 @@ class EngineSettings(BaseSettings):
     )
     device_preprocess: DevicePreprocessSetting = Field(
         "auto",
-        description="torch backend: normalise and letterbox/tile on the device from the decoded "
+        description="torch runtime: normalise and letterbox/tile on the device from the decoded "
         "pixels (auto: on CUDA devices only)",
     )
-    backend: BackendSetting = Field(
+    backend: str = Field(
         "auto",
-        description="inference backend; auto: per model the faster one recorded for this device",
+        description="ML_BACKEND picks the inference runtime: auto (per model the faster one "
+        "recorded for this device) or a registered runtime's name (torch, onnxruntime, "
+        "openvino), checked against ml_service.runtimes.registry when the engine starts",
     )
     torch_threads: int | None = Field(
         None, ge=1, le=256, description="PyTorch intra-op threads (default: cores given / batches)"
@@ -114,7 +115,7 @@ class EngineSettings(BaseSettings):
     )
     openvino_precision: str = Field(
         "auto",
-        description="openvino backend: auto (the profile's choice, else fp32), fp32, bf16 "
+        description="openvino runtime: auto (the profile's choice, else fp32), fp32, bf16 "
         "with the stem in fp32, or bf16@S[,S...] (bf16 only at 1/S resolution, e.g. bf16@4)",
     )
     onnx_cache_dir: Path = Field(

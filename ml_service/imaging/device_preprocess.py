@@ -176,13 +176,16 @@ def prepare_on_device(image: np.ndarray, restore: Restore, device: torch.device)
     return inputs
 
 
-def use_device_preprocess(setting: str, backend: str, device: torch.device) -> tuple[bool, str]:
-    """Whether a model behind ``backend`` (its name) on ``device`` preprocesses on the device,
-    and why. ``ML_DEVICE_PREPROCESS=on``/``off`` decide for the torch backend; ``auto`` is on
-    for CUDA devices only (on the CPU, torch ops would only move the work out of the CPU worker
-    processes into the engine's). Other backends take host arrays: never."""
-    if backend != "torch":
-        return False, f"the {backend} backend takes host arrays"
+def use_device_preprocess(
+    setting: str, runtime: str, device: torch.device, takes_tensors: bool
+) -> tuple[bool, str]:
+    """Whether a model behind ``runtime`` (its name) on ``device`` preprocesses on the device,
+    and why. ``ML_DEVICE_PREPROCESS=on``/``off`` decide for a runtime that ``takes_tensors``
+    already on its device (torch); ``auto`` is on for CUDA devices only (on the CPU, torch ops
+    would only move the work out of the CPU worker processes into the engine's). Other
+    runtimes take host arrays: never."""
+    if not takes_tensors:
+        return False, f"the {runtime} runtime takes host arrays"
     if setting != "auto":
         return setting == "on", f"ML_DEVICE_PREPROCESS={setting}"
     on = device.type == "cuda"

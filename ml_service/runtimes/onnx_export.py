@@ -1,6 +1,6 @@
 """ONNX exports of registry models, cached and verified.
 
-A model is exported from the very module the PyTorch backend runs (weights loaded from the
+A model is exported from the very module the PyTorch runtime runs (weights loaded from the
 verified safetensors file, fp32, eval mode) with a dynamic batch axis: input ``input``
 ``(N, C, S, S)``, output ``logits`` ``(N, 1, S, S)``. The export lands in ``ML_ONNX_CACHE_DIR``
 as ``<model>-<variant>.onnx`` (git-ignored: ``*.onnx``), and carries in its metadata:
@@ -16,7 +16,8 @@ corrupt) it is rebuilt, and the reason logged. The file is read once and the ses
 from those verified bytes, so a file changed after the check is never run. Several processes may
 start at once: check-and-rebuild holds an exclusive ``flock`` on the cache directory and files
 are replaced atomically. Random weights (benchmarks) are exported in memory, never cached; so is
-everything when the cache directory cannot be written (a warning says so).
+everything when the cache directory cannot be written (a warning says so). The ONNX Runtime and
+OpenVINO runtimes both run this export (:func:`exported`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 from torch import nn
 
 from ml_service.errors import ExportError
+from ml_service.runtimes.base import BuildRequest
 from models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,12 @@ def ensure_onnx(
         log.warning("%s: ONNX cache %s not usable (%s); exporting in memory", spec.key, path, exc)
         data = export_onnx(module, spec, source_sha256)
         return OnnxArtifact(data, None, True, f"cache not usable: {exc}")
+
+
+def exported(request: BuildRequest) -> bytes:
+    """The verified export of the model a runtime is asked to build (``ML_ONNX_CACHE_DIR``)."""
+    cache_dir = request.settings.onnx_cache_dir
+    return ensure_onnx(request.module, request.spec, request.weights_sha256, cache_dir).data
 
 
 def _cached_or_rebuilt(

@@ -1,6 +1,6 @@
-"""The OpenVINO backend: Intel's OpenVINO runtime (CPU plugin) on the ONNX export.
+"""The OpenVINO runtime: Intel's OpenVINO runtime (CPU plugin) on the ONNX export.
 
-Why a third backend: on this project's 2-core CPU (AMD EPYC with AVX512-BF16) OpenVINO's CPU
+Why a third runtime: on this project's 2-core CPU (AMD EPYC with AVX512-BF16) OpenVINO's CPU
 plugin in bf16 ran cbam_resunet/small and unet/small 1.3–1.5× faster than compiled PyTorch at
 batch 1 with masks within the gate, and hrnet/small in fp32 faster at batch 1 (not at batch 8);
 docs/benchmarks.md, "OpenVINO backend". With bf16 only at 1/4 (``bf16@4``) hrnet/small is
@@ -12,8 +12,9 @@ ONNX Runtime (``ml_service.runtimes.onnx_export``: cached, checksummed, rebuilt 
   bf16 only for the layers at 1/4 (and 1/8) of the input's resolution, the rest in fp32
   (``ml_service.runtimes.openvino_precision``). bf16 on a CPU without bf16 instructions is refused
   (OpenVINO would quietly run fp32). The profiler measures these and records the fastest whose
-  masks agree with torch fp32 (``ml_service.tools.openvino_choice``); ``ML_OPENVINO_PRECISION``
-  forces one.
+  masks agree with torch fp32 (``ml_service.tools.openvino_choice``); the model is compiled in
+  that recorded precision (:func:`resolve_precision`), or the one ``ML_OPENVINO_PRECISION``
+  forces.
 - Threads: ``threads`` in all (the thread plan's ONNX figure: cores ÷ batches in flight) per
   stream, and one stream per batch that may run at once, so concurrent calls run side by side
   rather than queue. One compiled model per model per process; each calling thread gets its own
@@ -27,13 +28,23 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from ml_service.errors import BackendUnavailable
-from ml_service.runtimes.backends import DeviceOutOfMemory, logits_to_output
+from ml_service.errors import RuntimeUnavailable
+from ml_service.profiles import ModelProfile
+from ml_service.runtimes.base import (
+    BuildRequest,
+    DeviceOutOfMemory,
+    RuntimeBase,
+    logits_to_output,
+    module_bytes,
+)
+from ml_service.runtimes.onnx_export import exported
+from ml_service.settings import EngineSettings
 
 _HINT = {"fp32": "f32", "bf16": "bf16"}
 
@@ -58,11 +69,49 @@ def native_bf16() -> bool:
     return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVinoBackend:
+def resolve_precision(
+    setting: str, profile: ModelProfile | None, bf16_here: Callable[[], bool]
+) -> tuple[str, str]:
+    """An OpenVINO model's precision and why: ``ML_OPENVINO_PRECISION`` when not ``auto`` (a
+    forced bf16 on a CPU without bf16 instructions then fails at compilation, naming it), else
+    the profile's recorded choice, else fp32. A recorded bf16 on a CPU without bf16 (another
+    machine with the same device key) falls back to fp32."""
+    if setting != "auto":
+        return setting, f"ML_OPENVINO_PRECISION={setting}"
+    if profile is None or profile.fastpath is None:
+        return "fp32", "no recorded choice"
+    precision = str(profile.fastpath.chosen["precision"])
+    if precision.startswith("bf16") and not bf16_here():
+        return "fp32", f"recorded {precision}, but this CPU has no bf16 instructions"
+    return precision, f"recorded in batch_sizes.json: {precision}"
+
+
+class OpenVinoRuntime(RuntimeBase):
     """One compiled OpenVINO model, shared by every calling thread (see the module docstring)."""
 
     name = "openvino"
     returns_masks = True
+
+    @classmethod
+    def available(cls, device: torch.device) -> str | None:
+        return openvino_unavailable(device)
+
+    @classmethod
+    def build(cls, request: BuildRequest) -> OpenVinoRuntime:
+        """Compiled once, in the precision the engine will run (:func:`resolve_precision`),
+        with ``request.threads`` threads per stream and one stream per batch at once."""
+        precision, _ = resolve_precision(
+            request.settings.openvino_precision, request.profile, native_bf16
+        )
+        return cls(
+            exported(request),
+            request.device,
+            input_size=request.spec.input_size,
+            threads=request.threads,
+            streams=request.streams,
+            precision=precision,
+            resident_bytes=module_bytes(request.module),
+        )
 
     def __init__(
         self,
@@ -77,7 +126,7 @@ class OpenVinoBackend:
     ) -> None:
         problem = openvino_unavailable(device)
         if problem is not None:
-            raise BackendUnavailable(problem)
+            raise RuntimeUnavailable(problem)
         self.device = device
         self.resident_bytes = resident_bytes
         self.threads, self.streams = threads, streams
@@ -100,9 +149,9 @@ class OpenVinoBackend:
         try:
             kind, strides = parse_precision(precision)
         except ValueError as exc:
-            raise BackendUnavailable(str(exc)) from None
+            raise RuntimeUnavailable(str(exc)) from None
         if kind == "bf16" and not native_bf16():
-            raise BackendUnavailable("OpenVINO bf16: this CPU has no bf16 instructions")
+            raise RuntimeUnavailable("OpenVINO bf16: this CPU has no bf16 instructions")
         core = _core()
         try:
             model = self.read_model(core)
@@ -122,10 +171,25 @@ class OpenVinoBackend:
                 },
             )
         except RuntimeError as exc:  # OpenVINO's errors are plain RuntimeErrors
-            raise BackendUnavailable(f"OpenVINO cannot load the model: {exc}") from exc
+            raise RuntimeUnavailable(f"OpenVINO cannot load the model: {exc}") from exc
         self._compiled = compiled
         self._local = threading.local()  # requests of the previous compilation are stale
         self.precision, self.fp32_layers = precision, fp32_layers
+
+    def apply_profile(self, profile: ModelProfile | None, settings: EngineSettings) -> str:
+        """The precision recorded in ``profile`` or forced (:func:`resolve_precision`);
+        recompiled only when it differs from the one built."""
+        precision, reason = resolve_precision(settings.openvino_precision, profile, native_bf16)
+        if precision != self.precision:
+            self.configure(precision)
+        return reason
+
+    def describe(self) -> dict[str, Any]:
+        return {"precision": self.precision, "fp32_layers": self.fp32_layers}
+
+    @property
+    def label(self) -> str:
+        return self.precision
 
     def read_model(self, core: Any) -> Any:
         """The ONNX export as an OpenVINO model with a dynamic batch axis."""
@@ -154,7 +218,7 @@ class OpenVinoBackend:
 
     @property
     def dtype_name(self) -> str:
-        """What ``ModelProfile.dtype`` records for this backend."""
+        """What ``ModelProfile.dtype`` records for this runtime."""
         return "bfloat16" if self.precision.startswith("bf16") else "float32"
 
     def _request(self) -> Any:

@@ -1,5 +1,6 @@
 """OpenVINO in bf16 with part of the network kept in fp32: the stem, as
-``ml_service.runtimes.mixed_precision`` does for torch, or everything outside chosen resolutions.
+``ml_service.runtimes.torch.mixed_precision`` does for torch, or everything outside chosen
+resolutions.
 
 Precisions (:func:`parse_precision`): ``fp32``; ``bf16``, the stem in fp32 and every other
 layer in bf16; ``bf16@4`` or ``bf16@4,8``, only the layers whose output feature map is 1/4
@@ -39,7 +40,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ml_service.runtimes.mixed_precision import STEM_STRIDE
+from ml_service.runtimes.torch.mixed_precision import STEM_STRIDE
 from ml_service.settings import BF16_AT, parse_precision, precision_at  # noqa: F401 (re-exported)
 
 PRECISE = {"name": "precise", "version": "0"}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ml_service.errors import EngineClosed, EngineError, InvalidImage, OutOfMemory
-from ml_service.runtimes.backends import DeviceOutOfMemory, InferenceBackend, TorchBackend
+from ml_service.runtimes.base import DeviceOutOfMemory, InferenceRuntime
 from ml_service.serving.sizer import BatchSizer, Reservation
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def busy_ms(outputs: list[BatchOutput]) -> float:
     return 1000 * total
 
 
-Item = np.ndarray | torch.Tensor  # host array, or a tensor already on a torch backend's device
+Item = np.ndarray | torch.Tensor  # host array, or a tensor already on the runtime's device
 
 
 @dataclass(eq=False)
@@ -79,7 +79,7 @@ class DynamicBatcher:
     def __init__(
         self,
         model: str,
-        backend: InferenceBackend,
+        runtime: InferenceRuntime,
         sizer: BatchSizer,
         executor: Executor,
         slots: threading.Semaphore,
@@ -89,7 +89,7 @@ class DynamicBatcher:
         on_batch: BatchListener | None = None,
     ) -> None:
         self.model = model
-        self.backend = backend
+        self.runtime = runtime
         self.sizer = sizer
         self.item_shape = item_shape
         self.max_queue_delay_s = max_queue_delay_s
@@ -109,11 +109,12 @@ class DynamicBatcher:
     def submit(self, item: Item, threshold: float | None = None) -> Future[BatchOutput]:
         """Queue one ``item_shape`` float32 item; the future resolves to its ``BatchOutput``.
 
-        The item is a host array, or (torch backends) a tensor on the backend's device, made
-        there by ``ml_service.imaging.device_preprocess``; a batch is all of one kind.
+        The item is a host array, or (a runtime that ``accepts_device_tensors``: torch) a
+        tensor on the runtime's device, made there by ``ml_service.imaging.device_preprocess``;
+        a batch is all of one kind.
 
         With a ``threshold`` the output may come back as the uint8 mask ``prob > threshold``
-        (thresholded on the device): when every item of its batch has one and the backend
+        (thresholded on the device): when every item of its batch has one and the runtime
         ``returns_masks``; otherwise it is the float32 probability map."""
         future: Future[BatchOutput] = Future()
         problem = self._check(item)
@@ -140,8 +141,10 @@ class DynamicBatcher:
         return None
 
     def _check_tensor(self, item: torch.Tensor) -> str | None:
-        if not isinstance(self.backend, TorchBackend) or item.device != self.backend.device:
-            return f"a tensor input must be on the torch backend's device, got {item.device}"
+        if not self.runtime.accepts_device_tensors:
+            return f"the {self.runtime.name} runtime takes host arrays, not tensors"
+        if item.device != self.runtime.device:
+            return f"a tensor input must be on the runtime's device, got {item.device}"
         if tuple(item.shape) != self.item_shape or item.dtype != torch.float32:
             return f"model input must be float32 {self.item_shape}, got {item.dtype} {item.shape}"
         # no finiteness check here: on a GPU it would wait for the device once per tile. Tensor
@@ -213,16 +216,16 @@ class DynamicBatcher:
 
     # ---- executor side -----------------------------------------------------------------
 
-    def _run_backend(self, data: list[Item], thresholds: np.ndarray | None) -> np.ndarray:
-        """One batch through the backend, thresholded there when it can (``returns_masks``)."""
-        if not getattr(self.backend, "returns_masks", False):
+    def _run_runtime(self, data: list[Item], thresholds: np.ndarray | None) -> np.ndarray:
+        """One batch through the runtime, thresholded there when it can (``returns_masks``)."""
+        if not self.runtime.returns_masks:
             thresholds = None
         if all(isinstance(d, np.ndarray) for d in data):
-            return self.backend.run(np.stack(data), thresholds)
-        if not isinstance(self.backend, TorchBackend):  # _check lets no tensor through
-            raise EngineError(f"{self.model}: tensor inputs need a torch backend")
-        batch = torch.stack([torch.as_tensor(d, device=self.backend.device) for d in data])
-        return self.backend.run(batch, thresholds)
+            return self.runtime.run(np.stack(data), thresholds)
+        if not self.runtime.accepts_device_tensors:  # _check lets no tensor through
+            raise EngineError(f"{self.model}: the {self.runtime.name} runtime takes no tensors")
+        batch = torch.stack([torch.as_tensor(d, device=self.runtime.device) for d in data])
+        return self.runtime.run(batch, thresholds)
 
     def _run(self, items: list[_Request], reservation: Reservation) -> None:
         error: BaseException | None = None
@@ -252,9 +255,9 @@ class DynamicBatcher:
         limits = np.array(thresholds, np.float32) if None not in thresholds else None
         start = time.monotonic()
         try:
-            out = self._run_backend([r.data for r in items], limits)
+            out = self._run_runtime([r.data for r in items], limits)
         except DeviceOutOfMemory:
-            self.backend.release_cached_memory()
+            self.runtime.release_cached_memory()
             self.sizer.on_oom(self.model, len(items))
             if len(items) == 1:
                 log.warning("%s: one image does not fit in device memory", self.model)
@@ -281,7 +284,7 @@ class DynamicBatcher:
             return
         seconds = time.monotonic() - start
         if len(out) != len(items):
-            error = EngineError(f"backend returned {len(out)} outputs for {len(items)} inputs")
+            error = EngineError(f"runtime returned {len(out)} outputs for {len(items)} inputs")
             for r in items:
                 r.future.set_exception(error)
             return

@@ -14,8 +14,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from ml_service.profiles import BatchPoint, FastPathRecord, ModelProfile, best_batch_size, fit_line
-from ml_service.runtimes.backends import InferenceBackend, TorchBackend
-from ml_service.runtimes.openvino import OpenVinoBackend
 from ml_service.serving.device import MB, DeviceProbe
 from ml_service.serving.measure import measure_peak, median_latencies_s
 from ml_service.serving.pool import LoadedModel
@@ -24,7 +22,7 @@ from ml_service.settings import EngineSettings
 log = logging.getLogger(__name__)
 
 
-def measure_backends(
+def measure_runtimes(
     models: Mapping[str, LoadedModel],
     batch_sizes: list[int],
     *,
@@ -34,7 +32,7 @@ def measure_backends(
     block: int = 1,
 ) -> dict[str, tuple[list[BatchPoint], str]]:
     """Peak MB and median latency per batch size of each model (e.g. one spec behind each
-    backend); a model stops past its memory budget. Latencies are taken interleaved, ``block``
+    runtime); a model stops past its memory budget. Latencies are taken interleaved, ``block``
     runs of each model in turn (``median_latencies_s``), so the comparison between them is fair
     on a machine shared with other work."""
     rng = np.random.default_rng(seed)
@@ -47,12 +45,13 @@ def measure_backends(
         for key, model in active.items():
             size = model.spec.input_size
             x = rng.random((n, model.spec.in_channels, size, size), dtype=np.float32)
-            runs[key] = functools.partial(model.backend.run, x)
+            runs[key] = functools.partial(model.runtime.run, x)
         peaks = {}
         for key, run in runs.items():
             run()  # warm-up: allocator, kernels
-            peaks[key] = measure_peak(run, active[key].backend.device, active[key].backend.name)
-        device = next(iter(active.values())).backend.device
+            runtime = active[key].runtime
+            peaks[key] = measure_peak(run, runtime.device, runtime.torch_allocator)
+        device = next(iter(active.values())).runtime.device
         latencies = median_latencies_s(runs, device, repeats, block=block)
         for key, model in list(active.items()):
             point = BatchPoint(
@@ -63,7 +62,7 @@ def measure_backends(
             log.info(
                 "%s:%s batch %d: peak %.1f MB, %.1f ms",
                 model.spec.key,
-                model.backend.name,
+                model.runtime.name,
                 n,
                 point.peak_mb,
                 point.latency_ms,
@@ -71,15 +70,6 @@ def measure_backends(
             if point.peak_mb > budget_mb[key]:
                 del active[key]
     return results
-
-
-def backend_dtype(backend: InferenceBackend) -> str:
-    """What a profile records as the dtype a backend computes in."""
-    if isinstance(backend, TorchBackend):
-        return backend.config.dtype_name
-    if isinstance(backend, OpenVinoBackend):
-        return backend.dtype_name
-    return "float32"
 
 
 def profile_from_points(
@@ -98,8 +88,8 @@ def profile_from_points(
         slope_mb=round(slope, 1),
         best_batch_size=min(best_batch_size(points, budget_mb), max_batch),
         max_batch_size=min(max_batch, measured_max),
-        backend=model.backend.name,
-        dtype=backend_dtype(model.backend),
+        backend=model.runtime.name,
+        dtype=model.runtime.dtype_name,
         input_size=(model.spec.input_size, model.spec.input_size),
         points=tuple(points),
         memory_method=method,
@@ -117,13 +107,13 @@ def budget_mb(probe: DeviceProbe, settings: EngineSettings, resident_bytes: int)
     return max(0.0, (usable - settings.memory_safety_mb * MB - resident_bytes) / MB)
 
 
-def calibrate_backends(
+def calibrate_runtimes(
     models: Mapping[str, LoadedModel], probe: DeviceProbe, budget_mb: Mapping[str, float]
 ) -> dict[str, ModelProfile]:
     """Quick profiles for a device with no entry: batch 1, 2 (and 4 on a GPU), 3 interleaved
     runs each."""
     sizes = [1, 2, 4] if probe.kind == "cuda" else [1, 2]
-    measured = measure_backends(models, sizes, repeats=3, budget_mb=budget_mb)
+    measured = measure_runtimes(models, sizes, repeats=3, budget_mb=budget_mb)
     return {
         key: profile_from_points(models[key], points, budget_mb[key], method, source="calibrated")
         for key, (points, method) in measured.items()
@@ -131,5 +121,5 @@ def calibrate_backends(
 
 
 def calibrate(model: LoadedModel, probe: DeviceProbe, budget: float) -> ModelProfile:
-    """``calibrate_backends`` for one model."""
-    return calibrate_backends({"model": model}, probe, {"model": budget})["model"]
+    """``calibrate_runtimes`` for one model."""
+    return calibrate_runtimes({"model": model}, probe, {"model": budget})["model"]

@@ -13,7 +13,7 @@ request's threshold where thresholding before stitching is exact, so the device 
 masks, not probabilities) → when every tile is back, stitch and postprocess (again in a worker
 process when there is a pool) → the result future resolves. Torch models run the fast-path
 configuration recorded for the device or forced by ``ML_PRECISION``/``ML_COMPILE``
-(``ml_service.runtimes.fastpath``, wired in by ``ml_service.serving.fastpath_setup``); with
+(``ml_service.runtimes.torch.fastpath``, wired in by ``ml_service.serving.runtime_setup``); with
 ``ML_DEVICE_PREPROCESS`` the CPU stage only decodes and preprocessing runs on the device
 (``ml_service.imaging.device_preprocess``). The engine knows nothing of Celery, HTTP or databases.
 """
@@ -33,7 +33,7 @@ from ml_service.errors import EngineClosed, EngineError, InvalidParameters
 from ml_service.imaging.device_preprocess import prepare_on_device, use_device_preprocess
 from ml_service.profiles import ProfileBook, default_profile
 from ml_service.results import AUTO, SegmentationParams, SegmentationResult
-from ml_service.serving import fastpath_setup
+from ml_service.serving import runtime_setup
 from ml_service.serving.batcher import BatchOutput, DynamicBatcher, Item, busy_ms
 from ml_service.serving.calibration import budget_mb, calibrate
 from ml_service.serving.cpu_stages import (
@@ -156,13 +156,16 @@ class Engine:
         self.batchers: dict[str, DynamicBatcher] = {}
         self.device_preprocess = {
             name: use_device_preprocess(
-                settings.device_preprocess, m.backend.name, m.backend.device
+                settings.device_preprocess,
+                m.runtime.name,
+                m.runtime.device,
+                m.runtime.accepts_device_tensors,
             )
             for name, m in models.items()
         }
         for name, model in models.items():
             profile = book.get(probe.key, model.profile_key)
-            fastpath_setup.configure_model(model, profile, settings)  # before calibrating it
+            runtime_setup.configure_model(model, profile, settings)  # before calibrating it
             if profile is None or profile.input_size != (model.spec.input_size,) * 2:
                 if calibrate_missing:
                     log.info("%s: no profile for %s; calibrating", model.profile_key, probe.key)
@@ -173,7 +176,7 @@ class Engine:
             size = model.spec.input_size
             self.batchers[name] = DynamicBatcher(
                 name,
-                model.backend,
+                model.runtime,
                 self.sizer,
                 self._device_pool,
                 self._slots,
@@ -181,11 +184,11 @@ class Engine:
                 max_queue_delay_s=settings.max_queue_delay_ms / 1000,
                 on_batch=self.stats.on_batch,
             )
-        fastpath_setup.set_process_tf32(models.values(), probe.kind)
+        runtime_setup.prepare_process(models.values(), probe.kind)
 
     @classmethod
     def from_settings(cls, settings: EngineSettings | None = None) -> Engine:
-        """Load every model in ``ML_MODELS`` on ``ML_DEVICE`` behind the backend ``ML_BACKEND``
+        """Load every model in ``ML_MODELS`` on ``ML_DEVICE`` behind the runtime ``ML_BACKEND``
         chooses for it, verify weights, warm up."""
         settings = settings or get_settings()
         started = time.monotonic()
@@ -209,11 +212,11 @@ class Engine:
         """Run batch sizes 1 and the ceiling once (allocator, kernels, autotuning); a compiled
         torch model runs every size the sizer may pick (1 … ceiling; three times with CUDA
         graphs, recorded on a later run than the first), so no request pays for compilation
-        (``fastpath_setup.warm_up_model``). Starts the CPU worker processes meanwhile (they
+        (``runtime_setup.warm_up_model``). Starts the CPU worker processes meanwhile (they
         import on the other cores while the models compile) and waits for them."""
         started = self._stages.start()
         for name, model in self.pool.models.items():
-            fastpath_setup.warm_up_model(model, self.sizer.ceiling(name))
+            runtime_setup.warm_up_model(model, self.sizer.ceiling(name))
         self._stages.wait_started(started)
 
     def submit(
@@ -255,9 +258,9 @@ class Engine:
             "models": [
                 {
                     **m.spec.describe(),
-                    "backend": m.backend.name,
-                    "backend_reason": m.backend_reason,
-                    "fastpath": fastpath_setup.describe(m),
+                    "backend": m.runtime.name,
+                    "backend_reason": m.runtime_reason,
+                    "fastpath": runtime_setup.describe(m),
                     "device_preprocess": dict(
                         zip(("on", "reason"), self.device_preprocess[name], strict=True)
                     ),
@@ -340,7 +343,7 @@ class Engine:
         limit = self.settings.max_image_pixels
         if self.device_preprocess[model.spec.name][0]:
             planned = self._stages.call(decode_and_plan, image, limit, size, overlap, scale)
-            inputs = prepare_on_device(planned.pixels, planned.restore, model.backend.device)
+            inputs = prepare_on_device(planned.pixels, planned.restore, model.runtime.device)
             return planned, [inputs[i : i + 1] for i in range(len(inputs))]
         prepared = self._stages.call(decode_and_prepare, image, limit, size, overlap, scale)
         return prepared, [np.ascontiguousarray(t[None]) for t in prepared.inputs]

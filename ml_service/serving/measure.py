@@ -8,9 +8,9 @@ Peak memory is measured, not estimated:
   peak the batch added. glibc is told to return freed memory (``malloc_trim``) first so memory
   cached from earlier batches does not hide the new peak. Where clear_refs cannot be written, a
   sampling thread reads RSS every millisecond instead (``method`` says which was used).
-- ONNX Runtime on CUDA allocates outside PyTorch's allocator: a sampling thread reads the
-  device's used memory (``cudaMemGetInfo``) every millisecond; its arena is shrunk after every
-  run (see ``OnnxRuntimeBackend``), so the rise is the batch's.
+- Runtimes that allocate outside PyTorch's allocator on CUDA (ONNX Runtime): a sampling thread
+  reads the device's used memory (``cudaMemGetInfo``) every millisecond; ONNX Runtime's arena is
+  shrunk after every run (see ``ml_service.runtimes.onnxruntime``), so the rise is the batch's.
 """
 
 from __future__ import annotations
@@ -118,10 +118,13 @@ def measure_cuda_device_peak(run: Callable[[], object], device: torch.device) ->
 
 
 def measure_peak(
-    run: Callable[[], object], device: torch.device, backend: str = "torch"
+    run: Callable[[], object], device: torch.device, torch_allocator: bool = True
 ) -> PeakMeasurement:
+    """Peak memory of ``run()``: on CUDA from torch's allocator when the runtime allocates
+    through it (``torch_allocator``), else from the device's used memory; on the CPU, the
+    process's resident high-water mark."""
     if device.type == "cuda":
-        if backend == "torch":
+        if torch_allocator:
             return measure_cuda_peak(run, device)
         return measure_cuda_device_peak(run, device)
     return measure_cpu_peak(run)
@@ -135,8 +138,8 @@ def batch_sizes_up_to(limit: int) -> list[int]:
     return [2**i for i in range(limit.bit_length()) if 2**i <= limit]
 
 
-"""Calls of one backend timed in a row per round (the bench's ``--block``, the profiler's
-batch-size sweep): a worker runs one model on one backend call after call, and several
+"""Calls of one runtime timed in a row per round (the bench's ``--block``, the profiler's
+batch-size sweep): a worker runs one model on one runtime call after call, and several
 libraries' thread pools on a few cores slow whichever runs right after another (2026-11-24,
 2 cores: OpenVINO hrnet/small 4.3 ms per call alone, 8.4 ms alternating call by call with
 torch and ONNX Runtime)."""

@@ -1,5 +1,5 @@
 """The model pool: each model in ``ML_MODELS`` loaded once per process, verified, behind an
-inference backend on the device."""
+inference runtime on the device (``ml_service.runtimes.registry``)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ml_service.errors import BackendUnavailable, UnknownModel
-from ml_service.runtimes.backends import (
-    BACKENDS,
-    InferenceBackend,
-    OnnxRuntimeBackend,
-    TorchBackend,
-    module_bytes,
-    onnxruntime_unavailable,
-)
-from ml_service.runtimes.onnx_export import ensure_onnx
-from ml_service.runtimes.openvino import OpenVinoBackend, openvino_unavailable
+from ml_service.errors import RuntimeUnavailable, UnknownModel
+from ml_service.profiles import ModelProfile
+from ml_service.runtimes.base import BuildRequest, InferenceRuntime
+from ml_service.runtimes.registry import get_runtime
 from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings
 from models.errors import WeightsError
@@ -33,16 +26,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedModel:
     spec: ModelSpec
-    backend: InferenceBackend
+    runtime: InferenceRuntime
     weights: dict[str, Any] = field(default_factory=dict)  # sidecar; {"random": True} if none
-    backend_reason: str = ""  # why this backend (ML_BACKEND, a profile, a measurement)
-    # torch: why its fast-path configuration (ml_service.runtimes.fastpath)
-    fastpath_reason: str = ""
+    runtime_reason: str = ""  # why this runtime (ML_BACKEND, a profile, a measurement)
+    config_reason: str = ""  # why the runtime's configuration (its apply_profile)
 
     @property
     def profile_key(self) -> str:
-        """Key of this model's entry in ``batch_sizes.json`` (model, variant and backend)."""
-        return f"{self.spec.key}:{self.backend.name}"
+        """Key of this model's entry in ``batch_sizes.json`` (model, variant and runtime)."""
+        return f"{self.spec.key}:{self.runtime.name}"
 
     def describe_weights(self) -> dict[str, Any]:
         if self.weights.get("random"):
@@ -68,67 +60,57 @@ def build_module(spec: ModelSpec, settings: EngineSettings) -> tuple[nn.Module, 
         raise WeightsError(f"{exc}{hint}") from None
 
 
-def backend_unavailable(kind: str, device: torch.device) -> str | None:
-    """Why backend ``kind`` cannot run on ``device`` in this process; None when it can."""
-    if kind == "onnxruntime":
-        return onnxruntime_unavailable(device)
-    if kind == "openvino":
-        return openvino_unavailable(device)
-    return None
+def for_input_size(profile: ModelProfile | None, spec: ModelSpec) -> ModelProfile | None:
+    """``profile`` when it was measured at ``spec``'s input size, else None."""
+    if profile is None or profile.input_size != (spec.input_size,) * 2:
+        return None
+    return profile
 
 
-def make_backend(
-    kind: str,
+def build_runtime(
+    name: str,
     spec: ModelSpec,
     module: nn.Module,
     weights: dict[str, Any],
     settings: EngineSettings,
     device: torch.device,
-    precision: str = "fp32",
-) -> InferenceBackend:
-    """A ``kind`` backend running ``module``'s weights on ``device``.
+    profile: ModelProfile | None = None,
+) -> InferenceRuntime:
+    """``module``'s weights behind the runtime registered as ``name`` on ``device``, built
+    with ``thread_plan``'s threads and the recorded ``profile`` (ignored when it is for another
+    input size).
 
-    ONNX Runtime and OpenVINO (in ``precision``) run an export of the module (cached in
-    ``ML_ONNX_CACHE_DIR``, rebuilt when stale or corrupt; see ``ml_service.runtimes.onnx_export``)
-    with
-    ``thread_plan``'s threads; the torch backend runs the module itself (moved to ``device``).
+    Raises:
+        RuntimeUnavailable: ``name`` is not registered, or cannot run on ``device`` here.
     """
-    if kind == "torch":
-        return TorchBackend(module, device)
-    if kind not in BACKENDS:
-        raise BackendUnavailable(f"unknown backend {kind!r}; valid: {', '.join(BACKENDS)}")
-    problem = backend_unavailable(kind, device)
+    runtime = get_runtime(name)
+    problem = runtime.available(device)
     if problem is not None:
-        raise BackendUnavailable(f"{spec.key}: ML_BACKEND={kind} but {problem}")
-    source = None if weights.get("random") else str(weights["sha256"])
-    artifact = ensure_onnx(module, spec, source, settings.onnx_cache_dir)
-    kind_of = "cpu" if device.type == "cpu" else "cuda"
-    plan = thread_plan(settings, kind_of)
-    if kind == "openvino":
-        return OpenVinoBackend(
-            artifact.data,
-            device,
-            input_size=spec.input_size,
-            threads=plan.onnx,
-            streams=plan.concurrency,
-            precision=precision,
-            resident_bytes=module_bytes(module),
-        )
-    return OnnxRuntimeBackend(
-        artifact.data, device, threads=plan.onnx, resident_bytes=module_bytes(module)
+        raise RuntimeUnavailable(f"{spec.key}: ML_BACKEND={name} but {problem}")
+    plan = thread_plan(settings, "cpu" if device.type == "cpu" else "cuda")
+    request = BuildRequest(
+        spec,
+        module,
+        None if weights.get("random") else str(weights["sha256"]),
+        settings,
+        device,
+        threads=plan.onnx,
+        streams=plan.concurrency,
+        profile=for_input_size(profile, spec),
     )
+    return runtime.build(request)
 
 
 def load_model(
-    spec: ModelSpec, settings: EngineSettings, device: torch.device, backend: str = "torch"
+    spec: ModelSpec, settings: EngineSettings, device: torch.device, runtime: str = "torch"
 ) -> LoadedModel:
-    """Build, load verified weights, and put them behind a ``backend`` on ``device``."""
+    """Build, load verified weights, and put them behind ``runtime`` on ``device``."""
     module, weights = build_module(spec, settings)
     return LoadedModel(
         spec,
-        make_backend(backend, spec, module, weights, settings, device),
+        build_runtime(runtime, spec, module, weights, settings, device),
         weights,
-        backend_reason=f"requested: {backend}",
+        runtime_reason=f"requested: {runtime}",
     )
 
 
@@ -140,12 +122,12 @@ class ModelPool:
 
     @classmethod
     def load(
-        cls, settings: EngineSettings, device: torch.device, backend: str | None = None
+        cls, settings: EngineSettings, device: torch.device, runtime: str | None = None
     ) -> ModelPool:
-        """Every model in ``settings.models`` behind ``backend`` (default ``ML_BACKEND``, where
+        """Every model in ``settings.models`` behind ``runtime`` (default ``ML_BACKEND``, where
         ``auto`` means torch here: the engine resolves ``auto`` per model from the recorded
         profiles, see ``ml_service.serving.runtime_choice``)."""
-        kind = backend or (settings.backend if settings.backend != "auto" else "torch")
+        kind = runtime or (settings.backend if settings.backend != "auto" else "torch")
         models = {}
         for name in settings.models:
             models[name] = load_model(get_spec(name, settings.variant), settings, device, kind)
@@ -163,4 +145,4 @@ class ModelPool:
         return list(self.models)
 
     def resident_bytes(self) -> int:
-        return sum(m.backend.resident_bytes for m in self.models.values())
+        return sum(m.runtime.resident_bytes for m in self.models.values())

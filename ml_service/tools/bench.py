@@ -1,4 +1,4 @@
-"""Benchmark, per model, in one run: eager PyTorch vs the chosen backend, a locked
+"""Benchmark, per model, in one run: eager PyTorch vs the chosen runtime, a locked
 inference vs the dynamic batcher, and the torch fast path.
 
     python -m ml_service.tools.bench [--models hrnet,unet] [--callers 8] [--images 48] [--repeats
@@ -7,26 +7,26 @@ inference vs the dynamic batcher, and the torch fast path.
                                [--device cuda] [--variant full] [--sections fastpath]
                                [--json out.json]
 
-1. Backends: the engine is built as the service builds it (``ML_BACKEND``, ``auto`` by default:
-   per model the faster backend recorded for this device). Beside it, every model is also loaded
-   as eager fp32 PyTorch from the same weights. ``ms/img`` is per image at batch 1 and at the
-   batch size the engine serves (its sizer's ceiling from the profile), eager fp32 measured at
-   both and at every power of two up to ``--eager-max-batch`` (default 8): the median over
-   ``--repeats`` rounds, each round timing every backend and batch over ``--block`` calls in a
-   row (``ml_service.serving.measure.median_latencies_s``), so a busy machine slows all alike; every
+1. Runtimes (section ``backends``): the engine is built as the service builds it
+   (``ML_BACKEND``, ``auto`` by default: per model the faster runtime recorded for this
+   device). Beside it, every model is also loaded as eager fp32 PyTorch from the same weights.
+   ``ms/img`` is per image at batch 1 and at the batch size the engine serves (its sizer's
+   ceiling from the profile), eager fp32 measured at both and at every power of two up to
+   ``--eager-max-batch`` (default 8): the median over ``--repeats`` rounds, each round timing
+   every runtime and batch over ``--block`` calls in a row
+   (``ml_service.serving.measure.median_latencies_s``), so a busy machine slows all alike; every
    model's latencies come before any engine path runs (an engine's device threads would leave
    PyTorch's OpenMP pool spinning throttled, see ``bench_backends``). ``speedup served`` is
-   eager's best per-image figure (at whichever batch size gives it) over the chosen backend's
-   at the served batch; ``engine img/s`` runs ``--images`` PNG images through the full
-   engine path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an
-   engine on eager PyTorch and through the engine on the chosen backends, in alternating
-   chunks.
+   eager's best per-image figure (at whichever batch size gives it) over the chosen runtime's
+   at the served batch; ``engine img/s`` runs ``--images`` PNG images through the full engine
+   path (decode, normalise, batcher, postprocess) from ``--callers`` threads through an engine
+   on eager PyTorch and through the engine on the chosen runtimes, in alternating chunks.
 2. Batcher: baseline (a lock-per-model design) is one lock per model, batch size 1,
    ``--callers`` threads each running images through the model under its lock; the batcher run
    has the same threads submit the same inputs to the engine's ``DynamicBatcher`` (no lock,
    batches across callers, memory-aware size). Both use already-preprocessed model inputs, so
-   they compare inference scheduling only, on the chosen backend.
-3. Fast path (``ml_service.tools.bench_fastpath``): on the torch backend, lock-style batch 1
+   they compare inference scheduling only, on the chosen runtime.
+3. Fast path (``ml_service.tools.bench_fastpath``): on the torch runtime, lock-style batch 1
    fp32, batcher fp32, batcher with the recorded fast configuration, the whole path end to end
    on it (and its ratio to the batcher), and the stage times (decode, preprocess, H2D, compute,
    D2H, postprocess).
@@ -54,13 +54,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from ml_service.profiles import ProfileBook
-from ml_service.runtimes.backends import TorchBackend
-from ml_service.runtimes.fastpath import FP32, allow_many_compiled_copies
-from ml_service.serving import fastpath_setup
+from ml_service.runtimes.torch.fastpath import allow_many_compiled_copies
 from ml_service.serving.device import make_probe
 from ml_service.serving.engine import Engine, SegmentationParams
 from ml_service.serving.measure import DEFAULT_BLOCK, batch_sizes_up_to, median_latencies_s
@@ -68,6 +64,7 @@ from ml_service.serving.pool import LoadedModel, ModelPool
 from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings, load_settings
 from ml_service.tools.bench_fastpath import bench_fastpath_model, drive
+from ml_service.tools.bench_report import print_report
 from ml_service.tools.cli_args import positive_int
 from ml_service.tools.pipeline_rate import sample_pngs
 
@@ -88,7 +85,7 @@ def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[st
 
     def locked(x: np.ndarray) -> None:
         with lock:
-            model.backend.run(x[None])
+            model.runtime.run(x[None])
 
     def batched(x: np.ndarray) -> None:
         engine.batchers[name].submit(x).result()
@@ -104,7 +101,7 @@ def bench_model(engine: Engine, name: str, callers: int, images: int) -> dict[st
     mean_batch = sum(n * c for n, c in sizes.items()) / max(1, sum(sizes.values()))
     return {
         "model": model.spec.key,
-        "backend": model.backend.name,
+        "backend": model.runtime.name,
         "ceiling": engine.sizer.ceiling(name),
         "baseline_img_s": round(baseline, 2),
         "batcher_img_s": round(batcher, 2),
@@ -148,11 +145,11 @@ def backend_latencies(
     block: int = DEFAULT_BLOCK,
     eager_max_batch: int = EAGER_MAX_BATCH,
 ) -> dict[str, Any]:
-    """Eager PyTorch (``eager``) vs the backend ``engine`` chose for ``name``, per image: at
+    """Eager PyTorch (``eager``) vs the runtime ``engine`` chose for ``name``, per image: at
     batch 1, and at the batch size the engine serves (its sizer's ceiling) where that is larger.
     Eager fp32 is measured at 1, the served size and every power of two up to
     ``eager_max_batch``; its best per image is the served comparison's baseline, since batching
-    helps it too (hrnet/small: 2–3× from batch 1 to 8). Each backend is timed in blocks of
+    helps it too (hrnet/small: 2–3× from batch 1 to 8). Each runtime is timed in blocks of
     ``block`` calls, the blocks alternating, from this thread (see :func:`bench_backends` for
     why it must come first)."""
     chosen = engine.pool.get(name)
@@ -162,18 +159,18 @@ def backend_latencies(
     runs: dict[str, functools.partial[np.ndarray]] = {}
     for n in eager_sizes:
         x = np.stack(_inputs(chosen, n, seed=1))
-        runs[f"eager@{n}"] = functools.partial(eager.pool.get(name).backend.run, x)
+        runs[f"eager@{n}"] = functools.partial(eager.pool.get(name).runtime.run, x)
         if n in chosen_sizes:
-            runs[f"chosen@{n}"] = functools.partial(chosen.backend.run, x)
-    latency = median_latencies_s(runs, chosen.backend.device, repeats, block=block)
+            runs[f"chosen@{n}"] = functools.partial(chosen.runtime.run, x)
+    latency = median_latencies_s(runs, chosen.runtime.device, repeats, block=block)
     per_img = {key: 1000 * s / int(key.split("@")[1]) for key, s in latency.items()}
     eager_best_batch = min(eager_sizes, key=lambda n: per_img[f"eager@{n}"])
     eager_best = per_img[f"eager@{eager_best_batch}"]
     return {
         "model": chosen.spec.key,
-        "backend": chosen.backend.name,
-        "backend_config": fastpath_setup.label(chosen),
-        "backend_reason": chosen.backend_reason,
+        "backend": chosen.runtime.name,
+        "backend_config": chosen.runtime.label,
+        "backend_reason": chosen.runtime_reason,
         "eager_ms_per_img": round(per_img["eager@1"], 2),
         "chosen_ms_per_img": round(per_img["chosen@1"], 2),
         "speedup": round(per_img["eager@1"] / per_img["chosen@1"], 2),
@@ -202,7 +199,7 @@ def bench_backends(
     from the engines' device threads, and once PyTorch's OpenMP pool has served a thread other
     than the main one it manages more threads than there are cores and spins only briefly, so
     every later call of a small model pays thread wake-ups (hrnet/small eager at batch 1: 13 ms
-    before, 25 ms after; ``scripts.intraop_threads``). Measured first, both backends run as the
+    before, 25 ms after; ``scripts.intraop_threads``). Measured first, both runtimes run as the
     profiler measured them when it chose the configuration."""
     rows = [
         backend_latencies(
@@ -217,108 +214,6 @@ def bench_backends(
         row["chosen_engine_img_s"] = round(e2e["chosen"], 2)
         row["engine_ratio"] = round(e2e["chosen"] / e2e["eager"], 2)
     return rows
-
-
-def _print(report: dict[str, Any]) -> None:
-    console = Console(width=140)
-    head = (
-        f"{report['device']}, torch {report['torch']}, onnxruntime {report['onnxruntime']}, "
-        f"openvino {report['openvino']}"
-    )
-    table = Table(title=f"{head}: eager PyTorch vs chosen backend")
-    cols = (
-        "model",
-        "backend",
-        "eager ms/img b1",
-        "chosen ms/img b1",
-        "speedup b1",
-        "served batch",
-        "eager best ms/img (batch)",
-        "chosen ms/img",
-        "speedup served",
-        "eager engine img/s",
-        "chosen engine img/s",
-        "ratio",
-    )
-    for col in cols:
-        table.add_column(col, justify="right")
-    for r in report["backends"]:
-        table.add_row(
-            r["model"],
-            f"{r['backend']} {r.get('backend_config', '')}".strip(),
-            f"{r['eager_ms_per_img']:.1f}",
-            f"{r['chosen_ms_per_img']:.1f}",
-            f"{r['speedup']:.2f}x",
-            str(r["served_batch"]),
-            f"{r['eager_best_ms_per_img']:.1f} ({r['eager_best_batch']})",
-            f"{r['chosen_ms_per_img_served_batch']:.1f}",
-            f"{r['served_speedup']:.2f}x",
-            f"{r['eager_engine_img_s']:.2f}",
-            f"{r['chosen_engine_img_s']:.2f}",
-            f"{r['engine_ratio']:.2f}x",
-        )
-    if report["backends"]:
-        console.print(table)
-    table = Table(title=f"{report['callers']} callers, {report['images']} images: lock vs batcher")
-    for col in (
-        "model",
-        "backend",
-        "ceiling",
-        "mean batch",
-        "locked b=1 img/s",
-        "batcher img/s",
-        "ratio",
-    ):
-        table.add_column(col, justify="right")
-    for r in report["results"]:
-        table.add_row(
-            r["model"],
-            r["backend"],
-            str(r["ceiling"]),
-            f"{r['mean_batch']:.2f}",
-            f"{r['baseline_img_s']:.2f}",
-            f"{r['batcher_img_s']:.2f}",
-            f"{r['ratio']:.2f}x",
-        )
-    if report["results"]:
-        console.print(table)
-    if report["fastpath"]:
-        _print_fastpath(Console(width=200), report)
-
-
-def _print_fastpath(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title=f"{report['device']}: torch fast path ({report['callers']} callers)")
-    cols = (
-        "model",
-        "fast config",
-        "seed lock b1 fp32 img/s",
-        "batcher fp32 img/s",
-        "batcher fast img/s",
-        "fast / seed",
-        "e2e fast img/s",
-        "e2e / engine",
-        "ms decode · pre · H2D · compute · D2H · post",
-    )
-    for col in cols:
-        table.add_column(col, justify="right")
-
-    def ms(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.1f}"
-
-    stages = ("decode", "preprocess", "h2d", "compute", "d2h", "postprocess")
-    for r in report["fastpath"]:
-        table.add_row(
-            r["model"],
-            r["fast_config"],
-            f"{r['seed_lock_b1_fp32_img_s']:.2f}",
-            f"{r['batcher_fp32_img_s']:.2f}",
-            f"{r['batcher_fast_img_s']:.2f}",
-            f"{r['fast_over_seed']:.2f}x",
-            f"{r['end_to_end_fast_img_s']:.2f}",
-            f"{r['e2e_over_engine']:.2f}",
-            " · ".join(ms(r["stage_ms"][k]) for k in stages),
-        )
-    console.print(table)
 
 
 SECTIONS = ("backends", "batcher", "fastpath")
@@ -372,7 +267,9 @@ def _run_backends(
     eager_max_batch: int = EAGER_MAX_BATCH,
 ) -> dict[str, Any]:
     engine = Engine.from_settings(settings)
-    eager_settings = settings.model_copy(update={"backend": "torch"})
+    eager_settings = settings.model_copy(
+        update={"backend": "torch", "precision": "auto", "compile": "auto"}
+    )
     eager_models = ModelPool.load(eager_settings, engine.probe.torch_device, "torch").models
     eager = Engine(
         eager_settings,
@@ -381,9 +278,8 @@ def _run_backends(
         profiles=ProfileBook.load(settings.profiles_path),
     )
     for m in eager.pool.models.values():  # the baseline is plain fp32, whatever was recorded
-        if isinstance(m.backend, TorchBackend) and m.backend.config != FP32:
-            m.backend.configure(FP32)
-            m.fastpath_reason = "bench baseline: eager fp32, contiguous"
+        m.runtime.apply_profile(None, eager_settings)
+        m.config_reason = "bench baseline: eager fp32, contiguous"
     try:
         eager.warm_up()
         names = list(engine.batchers)
@@ -416,12 +312,12 @@ def _version(package: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Eager PyTorch vs chosen backend; locked batch-1 baseline vs dynamic batcher"
+        description="Eager PyTorch vs chosen runtime; locked batch-1 baseline vs dynamic batcher"
     )
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
     parser.add_argument("--callers", type=positive_int, default=8)
     parser.add_argument("--images", type=positive_int, default=48)
-    parser.add_argument("--repeats", type=positive_int, default=15, help="timed rounds per backend")
+    parser.add_argument("--repeats", type=positive_int, default=15, help="timed rounds per runtime")
     parser.add_argument(
         "--block", type=positive_int, default=DEFAULT_BLOCK, help="calls timed in a row per round"
     )
@@ -463,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
             eager_max_batch=args.eager_max_batch,
         ),
     }
-    _print(report)
+    print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -1,4 +1,4 @@
-"""The bench's fast-path section, per model on the torch backend, in one run:
+"""The bench's fast-path section, per model on the torch runtime, in one run:
 
 - *lock-style*: one lock per model, batch 1, fp32 (contiguous, not compiled), ``callers``
   threads on preprocessed inputs;
@@ -9,7 +9,7 @@
   device threshold, postprocess; in ``ML_CPU_WORKERS`` processes when set), and its ratio to
   *batcher fast* (target: ≥ 0.9, the CPU side keeping up with the device);
 - *stage times*, one image at a time, median ms per image: decode, preprocess, H2D, compute,
-  D2H (``TorchBackend.run_staged``, device synchronised between stages; H2D and D2H are None
+  D2H (``TorchRuntime.run_staged``, device synchronised between stages; H2D and D2H are None
   on the CPU, where there are no copies), postprocess.
 """
 
@@ -27,8 +27,9 @@ import numpy as np
 from ml_service.imaging.imageio import decode_image
 from ml_service.imaging.preprocess import prepare
 from ml_service.profiles import ProfileBook
-from ml_service.runtimes.backends import InferenceBackend, TorchBackend
-from ml_service.runtimes.fastpath import FP32
+from ml_service.runtimes.base import InferenceRuntime
+from ml_service.runtimes.torch import TorchRuntime
+from ml_service.runtimes.torch.fastpath import FP32
 from ml_service.serving.batcher import DynamicBatcher
 from ml_service.serving.cpu_stages import postprocess_outputs
 from ml_service.serving.device import DeviceProbe
@@ -50,10 +51,10 @@ def drive(callers: int, items: list[Any], run_one: Callable[[Any], object]) -> f
     return len(items) / (time.perf_counter() - start)
 
 
-def _torch(backend: InferenceBackend) -> TorchBackend:
-    if not isinstance(backend, TorchBackend):
-        raise TypeError(f"the fast-path bench needs the torch backend, got {backend.name}")
-    return backend
+def _torch(runtime: InferenceRuntime) -> TorchRuntime:
+    if not isinstance(runtime, TorchRuntime):
+        raise TypeError(f"the fast-path bench needs the torch runtime, got {runtime.name}")
+    return runtime
 
 
 def _torch_engine(
@@ -68,12 +69,12 @@ def _torch_engine(
 def stage_times(engine: Engine, name: str, pngs: list[bytes]) -> dict[str, float | None]:
     """Median ms per image of each stage, one image at a time (see the module docstring)."""
     model = engine.pool.get(name)
-    backend = _torch(model.backend)
+    runtime = _torch(model.runtime)
     size, overlap = model.spec.input_size, engine.settings.tile_overlap
     rows: dict[str, list[float]] = {
         k: [] for k in ("decode", "preprocess", "h2d", "compute", "d2h", "postprocess")
     }
-    on_cpu = backend.device.type != "cuda"
+    on_cpu = runtime.device.type != "cuda"
     for data in pngs:
         t0 = time.perf_counter()
         image = decode_image(data, engine.settings.max_image_pixels)
@@ -84,7 +85,7 @@ def stage_times(engine: Engine, name: str, pngs: list[bytes]) -> dict[str, float
         outputs = []
         stage = {"h2d": 0.0, "compute": 0.0, "d2h": 0.0}
         for tile in inputs:
-            out, times = backend.run_staged(tile[None, None], np.array([0.5], np.float32))
+            out, times = runtime.run_staged(tile[None, None], np.array([0.5], np.float32))
             outputs.append(out[0])
             for key in stage:
                 stage[key] += times.get(key) or 0.0
@@ -112,17 +113,17 @@ def bench_fastpath_model(
     base = _torch_engine(settings, name, probe, book)
     fast = _torch_engine(settings, name, probe, book)
     try:
-        fp32_backend = _torch(base.pool.get(name).backend)
-        fp32_backend.configure(FP32)
+        fp32_runtime = _torch(base.pool.get(name).runtime)
+        fp32_runtime.configure(FP32)
         base.warm_up()
         fast.warm_up()
-        fast_backend = _torch(fast.pool.get(name).backend)
+        fast_runtime = _torch(fast.pool.get(name).runtime)
         items = list(probe_batch(spec, images))  # (1, S, S) each
         lock = threading.Lock()
 
         def locked(x: np.ndarray) -> None:
             with lock:
-                fp32_backend.run(x[None])
+                fp32_runtime.run(x[None])
 
         warm = items[: max(1, min(callers, len(items)))]
         drive(callers, warm, locked)
@@ -149,8 +150,8 @@ def bench_fastpath_model(
         return {
             "model": spec.key,
             "input_size": spec.input_size,
-            "fast_config": fast_backend.config.label,
-            "fast_reason": fast.pool.get(name).fastpath_reason,
+            "fast_config": fast_runtime.config.label,
+            "fast_reason": fast.pool.get(name).config_reason,
             "cpu_workers": fast.cpu_workers,
             "seed_lock_b1_fp32_img_s": round(seed, 2),
             "batcher_fp32_img_s": round(rates["batcher_fp32"], 2),

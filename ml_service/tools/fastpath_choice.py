@@ -1,6 +1,6 @@
 """Measuring the fast-path candidates of one model on one device, and choosing one.
 
-Every candidate configuration of the device (``ml_service.runtimes.fastpath.candidates``: the
+Every candidate configuration of the device (``ml_service.runtimes.torch.fastpath.candidates``: the
 precisions
 worth measuring there × channels_last, and compile modes where asked) runs the same probe
 batch: held-out synthetic images (``ml_service.training.synthetic``), preprocessed as the engine
@@ -29,8 +29,9 @@ from torch import nn
 
 from ml_service.imaging.preprocess import prepare
 from ml_service.profiles import FastPathCandidate, FastPathRecord
-from ml_service.runtimes.backends import InferenceBackend, TorchBackend
-from ml_service.runtimes.fastpath import FP32, FastPathConfig
+from ml_service.runtimes.base import InferenceRuntime
+from ml_service.runtimes.torch import TorchRuntime
+from ml_service.runtimes.torch.fastpath import FP32, FastPathConfig
 from ml_service.serving.cpu_stages import postprocess_outputs
 from ml_service.serving.measure import measure_peak, median_latencies_s
 from ml_service.training.evaluation import iou, real_sample_images, to_uint8
@@ -63,9 +64,9 @@ def equivalence_images(synthetic: int = 6, seed: int = 20_000) -> list[np.ndarra
 
 
 def foreground_masks(
-    backend: InferenceBackend, images: Sequence[np.ndarray], size: int, batch: int = 4
+    runtime: InferenceRuntime, images: Sequence[np.ndarray], size: int, batch: int = 4
 ) -> list[np.ndarray]:
-    """Each image through the engine's preprocessing, ``backend`` (thresholded at 0.5 on the
+    """Each image through the engine's preprocessing, ``runtime`` (thresholded at 0.5 on the
     device, ``batch`` inputs at a time) and postprocessing → ``(H, W)`` bool foreground."""
     found = []
     for image in images:
@@ -73,7 +74,7 @@ def foreground_masks(
         outputs: list[np.ndarray] = []
         for start in range(0, len(inputs), batch):
             chunk = inputs[start : start + batch, None]
-            outputs.extend(backend.run(chunk, np.full(len(chunk), 0.5, np.float32)))
+            outputs.extend(runtime.run(chunk, np.full(len(chunk), 0.5, np.float32)))
         labels, _, _ = postprocess_outputs(outputs, restore, 0.5, 0)
         found.append(labels > 0)
     return found
@@ -96,23 +97,23 @@ def measure_candidates(
     x = probe_batch(spec, batch_size)
     thresholds = np.full(batch_size, 0.5, np.float32)
     images = equivalence_images()
-    backends: dict[FastPathConfig, TorchBackend] = {}
+    runtimes: dict[FastPathConfig, TorchRuntime] = {}
     masks: dict[FastPathConfig, list[np.ndarray]] = {}
     first_s: dict[FastPathConfig, float] = {}
     failed: dict[FastPathConfig, str] = {}
     for config in configs:
         try:
-            backend = TorchBackend(copy.deepcopy(module), device, config)
+            runtime = TorchRuntime(copy.deepcopy(module), device, config)
             start = time.perf_counter()
-            backend.run(x, thresholds)  # compiles, when compiled
+            runtime.run(x, thresholds)  # compiles, when compiled
             first_s[config] = time.perf_counter() - start
-            masks[config] = foreground_masks(backend, images, spec.input_size, batch_size)
-            backends[config] = backend
+            masks[config] = foreground_masks(runtime, images, spec.input_size, batch_size)
+            runtimes[config] = runtime
         except Exception as exc:  # a candidate that cannot run here is rejected, not fatal
             log.warning("%s %s: does not run (%s)", spec.key, config.label, exc)
             failed[config] = f"failed: {exc}"[:200]
-    runs = {c.label: functools.partial(b.run, x, thresholds) for c, b in backends.items()}
-    peaks = {key: measure_peak(run, device, "torch").peak_bytes for key, run in runs.items()}
+    runs = {c.label: functools.partial(b.run, x, thresholds) for c, b in runtimes.items()}
+    peaks = {key: measure_peak(run, device).peak_bytes for key, run in runs.items()}
     latencies = median_latencies_s(runs, device, repeats) if runs else {}
     reference = masks.get(configs[0])
     found = []

@@ -1,4 +1,4 @@
-"""The OpenVINO backend's precision for one model on this CPU, chosen by measurement.
+"""The OpenVINO runtime's precision for one model on this CPU, chosen by measurement.
 
 Candidates (``ml_service.runtimes.openvino_precision``): ``fp32``; where the CPU has bf16
 instructions,
@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from ml_service.profiles import FastPathCandidate, FastPathRecord
-from ml_service.runtimes.backends import TorchBackend
-from ml_service.runtimes.openvino import OpenVinoBackend, native_bf16
+from ml_service.runtimes.openvino import OpenVinoRuntime, native_bf16
 from ml_service.runtimes.openvino_precision import BF16_AT, parse_precision, precision_at
+from ml_service.runtimes.torch import TorchRuntime
 from ml_service.serving.measure import measure_peak, median_latencies_s
 from ml_service.tools.fastpath_choice import (
     MIN_MASK_IOU,
@@ -58,24 +58,24 @@ class _Candidates:
 
     def __init__(
         self,
-        backend: OpenVinoBackend,
+        runtime: OpenVinoRuntime,
         images: Sequence[np.ndarray],
         reference: Sequence[np.ndarray],
         batch_size: int,
     ) -> None:
-        self.backend, self.images, self.reference = backend, images, reference
+        self.runtime, self.images, self.reference = runtime, images, reference
         self.batch_size = batch_size
-        self.backends: dict[str, OpenVinoBackend] = {}
+        self.runtimes: dict[str, OpenVinoRuntime] = {}
         self.scores: dict[str, float] = {}
 
     def add(self, precision: str) -> bool:
         """Compile and score ``precision``; whether its masks pass."""
-        if precision not in self.backends:
-            candidate = copy.copy(self.backend)  # shares the export; compiles its own model
+        if precision not in self.runtimes:
+            candidate = copy.copy(self.runtime)  # shares the export; compiles its own model
             candidate.configure(precision)
-            self.backends[precision] = candidate
+            self.runtimes[precision] = candidate
             masks = foreground_masks(
-                candidate, self.images, self.backend.input_size, self.batch_size
+                candidate, self.images, self.runtime.input_size, self.batch_size
             )
             self.scores[precision] = min_mask_iou(masks, self.reference)
         return self.passes(precision)
@@ -87,13 +87,13 @@ class _Candidates:
         self, precisions: Sequence[str], x: np.ndarray, repeats: int
     ) -> dict[str, float]:
         thresholds = np.full(len(x), 0.5, np.float32)
-        runs = {p: functools.partial(self.backends[p].run, x, thresholds) for p in precisions}
+        runs = {p: functools.partial(self.runtimes[p].run, x, thresholds) for p in precisions}
         return median_latencies_s(runs, torch.device("cpu"), repeats)
 
 
 def _add_unions(found: _Candidates, x: np.ndarray, repeats: int) -> None:
     """Greedy unions of the passing single resolutions that beat fp32, fastest first."""
-    singles = [p for p in found.backends if p.startswith(BF16_AT) and found.passes(p)]
+    singles = [p for p in found.runtimes if p.startswith(BF16_AT) and found.passes(p)]
     if len(singles) < 2:
         return
     quick = found.latencies_s(["fp32", *singles], x, max(1, repeats // 3))
@@ -120,27 +120,27 @@ def grow_union(singles: Sequence[str], passes: Callable[[str], bool]) -> list[st
 def choose_openvino_precision(
     module: nn.Module,
     spec: ModelSpec,
-    backend: OpenVinoBackend,
+    runtime: OpenVinoRuntime,
     *,
     batch_size: int,
     repeats: int,
 ) -> tuple[str, FastPathRecord]:
-    """Measure ``backend`` in each candidate precision and leave it compiled for the choice."""
+    """Measure ``runtime`` in each candidate precision and leave it compiled for the choice."""
     device = torch.device("cpu")
     x = probe_batch(spec, batch_size)
     images = equivalence_images()
     reference = foreground_masks(
-        TorchBackend(copy.deepcopy(module), device), images, spec.input_size, batch_size
+        TorchRuntime(copy.deepcopy(module), device), images, spec.input_size, batch_size
     )
-    found = _Candidates(backend, images, reference, batch_size)
-    for precision in candidate_precisions(backend.activation_strides()):
+    found = _Candidates(runtime, images, reference, batch_size)
+    for precision in candidate_precisions(runtime.activation_strides()):
         found.add(precision)
     _add_unions(found, x, repeats)
-    precisions = list(found.backends)
+    precisions = list(found.runtimes)
     thresholds = np.full(batch_size, 0.5, np.float32)
     peaks = {
-        p: measure_peak(functools.partial(b.run, x, thresholds), device, "openvino").peak_bytes
-        for p, b in found.backends.items()
+        p: measure_peak(functools.partial(b.run, x, thresholds), device, False).peak_bytes
+        for p, b in found.runtimes.items()
     }
     latencies = found.latencies_s(precisions, x, repeats)
     candidates = []
@@ -174,7 +174,7 @@ def choose_openvino_precision(
         )
     best = fastest_candidate(candidates)
     chosen = best.precision if best is not None else "fp32"
-    backend.configure(chosen)
+    runtime.configure(chosen)
     no_bf16 = ("bf16 not measured: this CPU has no bf16 instructions",)
     notes = () if "bf16" in found.scores else no_bf16
     record = FastPathRecord(

@@ -92,8 +92,8 @@ def record_pipeline_rates(
     book: ProfileBook, settings: EngineSettings, device_key: str, *, images: int = 64
 ) -> dict[str, float]:
     """Measure every model of ``settings`` through an engine that reads ``book`` (so it runs
-    the backend and fast path just chosen) and store the rate in the profile of the backend it
-    ran. Returns model → images/s."""
+    the runtime and configuration just chosen) and store the rate in the profile of the
+    runtime it ran. Returns model → images/s."""
     rates: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "batch_sizes.json"
@@ -102,7 +102,7 @@ def record_pipeline_rates(
             for name, loaded in engine.pool.models.items():
                 spec = loaded.spec
                 rate = measure_pipeline(engine, name, size=spec.input_size, images=images)
-                key = f"{spec.key}:{loaded.backend.name}"
+                key = f"{spec.key}:{loaded.runtime.name}"
                 profile = book.get(device_key, key)
                 if profile is not None:
                     book.put(device_key, key, replace(profile, pipeline_images_per_s=rate))

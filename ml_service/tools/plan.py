@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ml_service.profiles import ModelProfile, ProfileBook
-from ml_service.runtimes.backends import BACKENDS
+from ml_service.runtimes.registry import runtime_names
 from ml_service.serving.device import cpu_device_key
 from ml_service.serving.runtime_choice import fastest, profile_rate
 from ml_service.settings import DEFAULT_PROFILES
@@ -112,9 +112,9 @@ def parse_duration(text: str) -> float:
 
 
 def auto_pick(profiles: list[ModelProfile]) -> ModelProfile:
-    """The profile ``ML_BACKEND=auto`` runs (``backend_choice.fastest``: the highest recorded
+    """The profile ``ML_BACKEND=auto`` runs (``runtime_choice.fastest``: the highest recorded
     rate at its best batch size), carrying the whole-path rate and service efficiency recorded
-    on any of the model's profiles (``scripts.efficiency --record`` stores them on the backend
+    on any of the model's profiles (``scripts.efficiency --record`` stores them on the runtime
     the service ran then)."""
     by_backend = {p.backend or "": p for p in profiles}
     chosen = by_backend[fastest({b: profile_rate(p) or 0.0 for b, p in by_backend.items()})]
@@ -151,8 +151,8 @@ def device_rates(
     resident = REFERENCE_A5000_RESIDENT_MB if device.relative_speed else 0.0
     budget_mb = device.memory_gb * 1024 - resident - 512
     for m in models:
-        # the engine runs the fastest recorded backend (ML_BACKEND=auto): so does the plan
-        backends = (backend,) if backend != "auto" else BACKENDS
+        # the engine runs the fastest recorded runtime (ML_BACKEND=auto): so does the plan
+        backends = (backend,) if backend != "auto" else tuple(runtime_names())
         profiles = [
             p
             for b in backends
@@ -163,7 +163,7 @@ def device_rates(
             profiles = [auto_pick(profiles)]
         measured = [r for p in profiles if (r := measured_rate(p, budget_mb)) is not None]
         rate = max(measured, key=lambda r: r.images_per_s) if measured else None
-        # the whole path was measured with the backend the engine runs: it bounds every backend
+        # the whole path was measured with the runtime the engine runs: it bounds every runtime
         pipelines = [p.pipeline_images_per_s for p in profiles if p.pipeline_images_per_s]
         if rate is not None and pipelines and max(pipelines) < rate.images_per_s:
             rate = ModelRate(max(pipelines), rate.batch_size, "measured (whole path)")

@@ -1,32 +1,35 @@
 """Profile the models on this device and write ``batch_sizes.json``.
 
-    python -m ml_service.tools.profile [--models unet,hrnet] [--backends torch,onnxruntime,openvino]
+    python -m ml_service.tools.profile [--models unet,hrnet] [--runtimes torch,onnxruntime,openvino]
                                  [--max-batch 16] [--repeats 5] [--block 5]
                                  [--compile auto|on|off] [--fast-batch N] [--no-fastpath]
 
-For each model, backend (every one that runs on this device by default; the profile key says
-which: ``unet/small:torch``, ``unet/small:openvino``) and batch size (1, 2, 4, ...) it measures
-peak memory (see ``ml_service.serving.measure`` for how) and latency (median of ``--repeats``
-rounds,
-each timing ``--block`` calls of one backend in a row, the backends taking turns), fits
-``peak = intercept + slope × n``, picks the best-throughput batch size that fits the device's
-budget, and writes the device's entry, keeping other devices'
-entries. The engine calls ``calibrate`` at warm-up for a device that has no entry, and
-``ML_BACKEND=auto`` picks per model the backend with the higher recorded throughput.
+For each model, runtime (every registered one that runs on this device by default; the profile
+key says which: ``unet/small:torch``, ``unet/small:openvino``; ``--backends`` is the same
+option) and batch size (1, 2, 4, ...) it measures peak memory (see ``ml_service.serving.measure``
+for how) and latency (median of ``--repeats`` rounds, each timing ``--block`` calls of one
+runtime in a row, the runtimes taking turns), fits ``peak = intercept + slope × n``, picks the
+best-throughput batch size that fits the device's budget, and writes the device's entry, keeping
+other devices' entries. The engine calibrates at warm-up a device that has no entry
+(``ml_service.serving.calibration``), and ``ML_BACKEND=auto`` picks per model the runtime with
+the higher recorded throughput.
 
-OpenVINO (``ml_service.tools.openvino_choice``): fp32, and where the CPU has bf16 instructions bf16
-with the stem in fp32 or bf16 only at some resolutions (``bf16@4``), gated on the same masks and
-recorded the same way as torch's fast path below.
+A runtime with a tuner (``ml_service.tools.tuning``) is first configured by measurement:
 
-Torch fast path (``ml_service.runtimes.fastpath``, ``ml_service.tools.fastpath_choice``): before
-the batch-size
-sweep, every precision valid on the device (fp32, bf16 on the CPU, and fp16 where oneDNN has
-fp16 kernels; fp32, tf32, bf16, fp16 on GPUs that have them) with and without channels_last, and
-with ``--compile`` (on by default: ``default``, and on CUDA ``reduce-overhead`` = CUDA graphs;
-each compiled candidate takes 10–40 s to compile on a 2-core CPU; ``--compile off`` skips them)
-the compiled variants, run ``--fast-batch`` probe images (default 1 on the CPU, 8 on a GPU); the
-fastest whose masks agree with fp32 is chosen, the torch sweep runs with it (so the memory line
-is the chosen configuration's), and the profile records the choice and every candidate.
+- OpenVINO (``ml_service.tools.openvino_choice``): fp32, and where the CPU has bf16
+  instructions bf16 with the stem in fp32 or bf16 only at some resolutions (``bf16@4``), gated
+  on the same masks and recorded the same way as torch's fast path below.
+- Torch fast path (``ml_service.runtimes.torch.fastpath``, ``ml_service.tools.fastpath_choice``):
+  every precision valid on the device (fp32, bf16 on the CPU, and fp16 where oneDNN has fp16
+  kernels; fp32, tf32, bf16, fp16 on GPUs that have them) with and without channels_last, and
+  with ``--compile`` (on by default: ``default``, and on CUDA ``reduce-overhead`` = CUDA graphs;
+  each compiled candidate takes 10–40 s to compile on a 2-core CPU; ``--compile off`` skips
+  them) the compiled variants, run ``--fast-batch`` probe images (default 1 on the CPU, 8 on a
+  GPU).
+
+The fastest candidate whose masks agree with fp32 is chosen, the batch-size sweep runs with it
+(so the memory line is the chosen configuration's), and the profile records the choice and
+every candidate.
 """
 
 from __future__ import annotations
@@ -39,38 +42,18 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from ml_service.profiles import (
-    FastPathRecord,
-    ModelProfile,
-    ProfileBook,
-)
-from ml_service.runtimes.backends import BACKENDS, InferenceBackend, TorchBackend
-from ml_service.runtimes.fastpath import (
-    FP32,
-    FastPathConfig,
-    allow_many_compiled_copies,
-    candidates,
-)
-from ml_service.runtimes.openvino import OpenVinoBackend
-from ml_service.serving.calibration import (  # noqa: F401 (the profiler's public face)
-    backend_dtype,
-    budget_mb,
-    calibrate,
-    calibrate_backends,
-    measure_backends,
-    profile_from_points,
-)
+from ml_service.errors import RuntimeUnavailable
+from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
+from ml_service.runtimes.registry import get_runtime, runtime_names
+from ml_service.runtimes.torch.fastpath import allow_many_compiled_copies
+from ml_service.serving.calibration import budget_mb, measure_runtimes, profile_from_points
 from ml_service.serving.device import DeviceProbe, make_probe
-from ml_service.serving.measure import (
-    DEFAULT_BLOCK,
-    batch_sizes_up_to,
-)
-from ml_service.serving.pool import LoadedModel, backend_unavailable, build_module, make_backend
+from ml_service.serving.measure import DEFAULT_BLOCK, batch_sizes_up_to
+from ml_service.serving.pool import LoadedModel, build_module, build_runtime
 from ml_service.serving.threads import apply_torch_threads, thread_plan
 from ml_service.settings import EngineSettings, load_settings
 from ml_service.tools.cli_args import positive_int
-from ml_service.tools.fastpath_choice import choose_fastpath
-from ml_service.tools.openvino_choice import choose_openvino_precision
+from ml_service.tools.tuning import TUNERS, FastPathOptions, fastpath_options
 from models.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -92,80 +75,32 @@ def keep_service_efficiency(old: ModelProfile | None, new: ModelProfile) -> Mode
     return dataclasses.replace(new, service_efficiency=old.service_efficiency)
 
 
-@dataclasses.dataclass(frozen=True)
-class FastPathOptions:
-    """What the profiler tries for the torch fast path (see the module docstring)."""
-
-    compile_modes: tuple[str, ...]
-    batch_size: int
-    repeats: int
-    notes: tuple[str, ...] = ()
-
-
-def fastpath_options(
-    probe: DeviceProbe, compile_arg: str, fast_batch: int | None, max_batch: int, repeats: int
-) -> FastPathOptions:
-    cuda = probe.kind == "cuda"
-    notes = []
-    if compile_arg in ("on", "auto"):
-        modes: tuple[str, ...] = ("off", "default")
-        if cuda:
-            modes += ("reduce-overhead",)
-    else:
-        modes = ("off",)
-        notes.append("torch.compile not measured (--compile off)")
-    if not cuda:
-        notes.append(
-            "CPU: tf32 and CUDA graphs are CUDA only; fp16 is measured only where oneDNN has "
-            "fp16 kernels (fastpath.native_fp16_cpu)"
-        )
-    batch = fast_batch or min(max_batch, 8 if cuda else 1)
-    return FastPathOptions(modes, batch, repeats, tuple(notes))
-
-
-def profile_backends(
+def profile_runtimes(
     spec: ModelSpec,
     settings: EngineSettings,
     probe: DeviceProbe,
-    backends: list[str],
+    runtimes: list[str],
     *,
     batch_sizes: list[int],
     repeats: int,
     fast: FastPathOptions | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> dict[str, ModelProfile]:
-    """Measure ``spec`` behind each backend from the same weights, interleaved; torch with the
-    fast-path configuration chosen by measurement first when ``fast`` is given."""
+    """Measure ``spec`` behind each runtime from the same weights (each on its own copy: a
+    runtime may convert the module in place), interleaved; a runtime with a tuner
+    (``ml_service.tools.tuning``) is first configured by measurement when ``fast`` is given."""
     module, weights = build_module(spec, settings)
     device = probe.torch_device
-    config: FastPathConfig = FP32
-    record = None
-    if "torch" in backends and fast is not None:
-        configs = candidates(device, compile_modes=fast.compile_modes)
-        config, record = choose_fastpath(
-            module,
-            spec,
-            device,
-            configs,
-            batch_size=fast.batch_size,
-            repeats=fast.repeats,
-            notes=fast.notes,
-        )
-    records: dict[str, FastPathRecord | None] = {"torch": record}
+    records: dict[str, FastPathRecord | None] = {}
     models = {}
-    for kind in backends:
-        backend: InferenceBackend
-        if kind == "torch" and config != FP32:  # channels_last converts in place: a copy
-            backend = TorchBackend(copy.deepcopy(module), device, config)
-        else:
-            backend = make_backend(kind, spec, module, weights, settings, device)
-        if isinstance(backend, OpenVinoBackend) and fast is not None:
-            _, records[kind] = choose_openvino_precision(
-                module, spec, backend, batch_size=fast.batch_size, repeats=fast.repeats
-            )
-        models[kind] = LoadedModel(spec, backend, weights)
-    budgets = {k: budget_mb(probe, settings, m.backend.resident_bytes) for k, m in models.items()}
-    measured = measure_backends(
+    for kind in runtimes:
+        runtime = build_runtime(kind, spec, copy.deepcopy(module), weights, settings, device)
+        tuner = TUNERS.get(kind)
+        if tuner is not None and fast is not None:
+            records[kind] = tuner.tune(module, spec, runtime, fast)
+        models[kind] = LoadedModel(spec, runtime, weights)
+    budgets = {k: budget_mb(probe, settings, m.runtime.resident_bytes) for k, m in models.items()}
+    measured = measure_runtimes(
         models, batch_sizes, repeats=repeats, budget_mb=budgets, block=block
     )
     return {
@@ -181,13 +116,13 @@ def profile_backends(
     }
 
 
-def _backends_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
-    unknown = [b for b in wanted if b not in BACKENDS]
-    if unknown:
-        raise SystemExit(f"unknown backend(s) {unknown}; valid: {', '.join(BACKENDS)}")
+def _runtimes_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
     here = []
     for kind in wanted:
-        problem = backend_unavailable(kind, probe.torch_device)
+        try:
+            problem = get_runtime(kind).available(probe.torch_device)
+        except RuntimeUnavailable as exc:
+            raise SystemExit(str(exc)) from None
         if problem is None:
             here.append(kind)
         else:
@@ -196,15 +131,15 @@ def _backends_here(wanted: list[str], probe: DeviceProbe) -> list[str]:
 
 
 def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings) -> None:
-    table = Table(title=f"{device_key}: torch and openvino fast-path candidates (probe batch)")
+    table = Table(title=f"{device_key}: {' and '.join(TUNERS)} candidates (probe batch)")
     for col in ("model", "candidate", "batch", "ms/batch", "img/s", "peak MB", "mask IoU", "note"):
         table.add_column(col, justify="right")
     keys = [
-        f"{get_spec(name, settings.variant).key}:{kind}"
+        (f"{get_spec(name, settings.variant).key}:{kind}", tuner)
         for name in settings.models
-        for kind in ("torch", "openvino")
+        for kind, tuner in TUNERS.items()
     ]
-    for key in keys:
+    for key, tuner in keys:
         profile = book.get(device_key, key)
         if profile is None or profile.fastpath is None:
             continue
@@ -215,14 +150,9 @@ def _print_fastpath(book: ProfileBook, device_key: str, settings: EngineSettings
                 chosen["channels_last"],
                 chosen["compile"],
             )
-            label = (
-                FastPathConfig(c.precision, c.channels_last, c.compile).label
-                if key.endswith(":torch")
-                else c.precision  # openvino: fp32, bf16, bf16@4 (not torch configurations)
-            )
             table.add_row(
                 key,
-                label + (" *" if is_chosen else ""),
+                tuner.label(c) + (" *" if is_chosen else ""),
                 str(c.batch_size),
                 f"{c.latency_ms:.1f}",
                 f"{c.images_per_s:.1f}",
@@ -237,9 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Profile models; write batch_sizes.json")
     parser.add_argument("--models", help="comma-separated (default: ML_MODELS)")
     parser.add_argument(
+        "--runtimes",
         "--backends",
-        default=",".join(BACKENDS),
-        help="comma-separated (default: every backend that runs on this device)",
+        dest="runtimes",
+        default=",".join(runtime_names()),
+        help="runtimes, comma-separated (default: every one that runs on this device)",
     )
     parser.add_argument("--max-batch", type=positive_int, default=16)
     parser.add_argument("--repeats", type=positive_int, default=5)
@@ -247,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "--block",
         type=positive_int,
         default=DEFAULT_BLOCK,
-        help="calls of one backend timed in a row per round of the batch-size sweep",
+        help="calls of one runtime timed in a row per round of the batch-size sweep",
     )
     parser.add_argument(
         "--compile",
@@ -279,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     probe = make_probe(settings.device)
     threads = thread_plan(settings, probe.kind)
     apply_torch_threads(threads)
-    backends = _backends_here(args.backends.split(","), probe)
+    runtimes = _runtimes_here(args.runtimes.split(","), probe)
     sizes = batch_sizes_up_to(args.max_batch)
     book = ProfileBook.load(settings.profiles_path)
     if args.pipeline_only:
@@ -296,11 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(col, justify="right")
     for name in settings.models:
         spec = get_spec(name, settings.variant)
-        profiles = profile_backends(
+        profiles = profile_runtimes(
             spec,
             settings,
             probe,
-            backends,
+            runtimes,
             batch_sizes=sizes,
             repeats=args.repeats,
             fast=fast,

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ml_service.runtimes.backends import DeviceOutOfMemory, TorchBackend
+from ml_service.runtimes.base import DeviceOutOfMemory
+from ml_service.runtimes.torch import TorchRuntime
 from ml_service.serving.device import MB, MemoryReading
 
 
@@ -35,8 +36,8 @@ class ScaleModule(torch.nn.Module):
         return x * 1.0
 
 
-class RecordingBackend(TorchBackend):
-    """A real TorchBackend that records batch sizes and can inject failures."""
+class RecordingRuntime(TorchRuntime):
+    """A real TorchRuntime that records batch sizes and can inject failures."""
 
     def __init__(
         self,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
-from ml_service.runtimes.backends import BACKENDS
+from ml_service.runtimes.registry import RUNTIMES
 from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine
 from ml_service.serving.runtime_choice import (
-    BackendChoice,
+    RuntimeChoice,
     load_chosen,
     profile_rate,
     recorded_choice,
@@ -59,22 +59,22 @@ def test_recorded_choice_picks_the_faster_backend_per_model() -> None:
     assert recorded_choice(book, KEY, SPEC, two) is None  # only one backend recorded
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 10.0}))
     choice = recorded_choice(book, KEY, SPEC, two)
-    assert choice == BackendChoice(
+    assert choice == RuntimeChoice(
         "onnxruntime",
         f"auto (batch_sizes.json, {KEY}): torch 33.3 img/s, onnxruntime 100.0 img/s",
     )
     assert recorded_choice(book, KEY, SPEC) is None  # openvino runs here but is not recorded
     book.put(KEY, "hrnet/small:openvino", profile("openvino", {1: 8.0}))
-    assert recorded_choice(book, KEY, SPEC) == BackendChoice(
+    assert recorded_choice(book, KEY, SPEC) == RuntimeChoice(
         "openvino",
         f"auto (batch_sizes.json, {KEY}): torch 33.3 img/s, onnxruntime 100.0 img/s, "
         "openvino 125.0 img/s",
     )
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 8.0}))  # a tie goes to torch
-    assert recorded_choice(book, KEY, SPEC).backend == "torch"  # type: ignore[union-attr]
+    assert recorded_choice(book, KEY, SPEC).runtime == "torch"  # type: ignore[union-attr]
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 80.0}))  # then to onnxruntime
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 8.0}))
-    assert recorded_choice(book, KEY, SPEC).backend == "onnxruntime"  # type: ignore[union-attr]
+    assert recorded_choice(book, KEY, SPEC).runtime == "onnxruntime"  # type: ignore[union-attr]
     assert recorded_choice(book, "NVIDIA H100 80GB HBM3", SPEC) is None  # another device
 
 
@@ -91,8 +91,8 @@ def test_auto_follows_the_record_even_against_a_faster_reality(settings: EngineS
     book.put(KEY, "hrnet/small:onnxruntime", profile("onnxruntime", {1: 50.0}))
     book.put(KEY, "hrnet/small:openvino", profile("openvino", {1: 40.0}))
     model = load_chosen(SPEC, settings, CpuProbe(), book)
-    assert model.backend.name == "torch"
-    assert model.backend_reason.startswith("auto (batch_sizes.json")
+    assert model.runtime.name == "torch"
+    assert model.runtime_reason.startswith("auto (batch_sizes.json")
 
 
 @pytest.mark.slow  # measures every backend
@@ -102,23 +102,23 @@ def test_auto_without_a_record_measures_every_backend_and_keeps_the_fastest(
     book = ProfileBook()
     book.put(KEY, "hrnet/small:torch", profile("torch", {1: 1.0}))  # one record is not enough
     model = load_chosen(SPEC, settings, CpuProbe(), book)
-    measured = {b: book.get(KEY, f"hrnet/small:{b}") for b in BACKENDS}
+    measured = {b: book.get(KEY, f"hrnet/small:{b}") for b in RUNTIMES}
     assert all(p is not None and p.source == "calibrated" for p in measured.values())
     fastest = max(measured, key=lambda b: profile_rate(measured[b]))  # type: ignore[arg-type,return-value]
-    assert model.backend.name == fastest
-    assert model.backend_reason.startswith(f"auto (measured at warm-up on {KEY})")
+    assert model.runtime.name == fastest
+    assert model.runtime_reason.startswith(f"auto (measured at warm-up on {KEY})")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", tuple(RUNTIMES))
 def test_explicit_backend_is_obeyed_whatever_the_record(
     settings: EngineSettings, backend: str
 ) -> None:
     book = ProfileBook()
-    for b in BACKENDS:
+    for b in RUNTIMES:
         book.put(KEY, f"hrnet/small:{b}", profile(b, {1: 5.0 if b != backend else 50.0}))
     s = settings.model_copy(update={"backend": backend})
     model = load_chosen(SPEC, s, CpuProbe(), book)
-    assert model.backend.name == backend and model.backend_reason == f"ML_BACKEND={backend}"
+    assert model.runtime.name == backend and model.runtime_reason == f"ML_BACKEND={backend}"
 
 
 def test_sizer_uses_the_profile_of_the_backend_in_use(settings: EngineSettings) -> None:
@@ -198,7 +198,7 @@ def test_profiler_measures_every_backend_and_keeps_other_devices(
     profiler.main(["--models", "hrnet", "--max-batch", "2", "--repeats", "1"])
     devices = json.loads(path.read_text())["devices"]
     assert set(devices["NVIDIA H100 80GB HBM3"]) == {"hrnet/full:torch"}
-    assert set(devices[KEY]) == {f"hrnet/small:{b}" for b in BACKENDS}
+    assert set(devices[KEY]) == {f"hrnet/small:{b}" for b in RUNTIMES}
     for key, entry in devices[KEY].items():
         assert entry["backend"] == key.split(":")[1]
         assert [p["batch_size"] for p in entry["points"]] == [1, 2]

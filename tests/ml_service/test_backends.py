@@ -11,19 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.errors import BackendUnavailable
+from ml_service.errors import RuntimeUnavailable
 from ml_service.imaging.preprocess import prepare
-from ml_service.runtimes.backends import (
-    BACKENDS,
-    DeviceOutOfMemory,
-    OnnxRuntimeBackend,
-    TorchBackend,
-    onnxruntime_unavailable,
-)
+from ml_service.runtimes.base import DeviceOutOfMemory
 from ml_service.runtimes.onnx_export import INPUT_NAME, ensure_onnx
+from ml_service.runtimes.onnxruntime import OnnxRuntime, onnxruntime_unavailable
+from ml_service.runtimes.registry import RUNTIMES
+from ml_service.runtimes.torch import TorchRuntime
 from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine, SegmentationParams
-from ml_service.serving.pool import ModelPool, build_module, make_backend
+from ml_service.serving.pool import ModelPool, build_module, build_runtime
 from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings
 from ml_service.tools.fastpath_choice import equivalence_images
@@ -51,7 +48,7 @@ def engine_on(settings: EngineSettings, backend: str) -> Engine:
 
 @pytest.fixture(scope="module")
 def engines(settings: EngineSettings) -> Iterator[dict[str, Engine]]:
-    engines = {b: engine_on(settings, b) for b in BACKENDS}
+    engines = {b: engine_on(settings, b) for b in RUNTIMES}
     yield engines
     for engine in engines.values():
         engine.close()
@@ -64,7 +61,7 @@ def test_logits_agree_on_every_tile_of_the_test_images(
     spec = get_spec(model, "small")
     module, weights = build_module(spec, settings)
     artifact = ensure_onnx(module, spec, weights["sha256"], settings.onnx_cache_dir)
-    session = OnnxRuntimeBackend(
+    session = OnnxRuntime(
         artifact.data, torch.device("cpu"), threads=2, resident_bytes=0
     ).session
     tiles = [t for image in test_images for t in prepare(image, spec.input_size, 32)[0]]
@@ -86,7 +83,7 @@ def test_logits_agree_on_every_tile_of_the_test_images(
 def test_masks_agree_through_the_full_engine_path(
     engines: dict[str, Engine], test_images: list[np.ndarray], model: str
 ) -> None:
-    assert {e.pool.get(model).backend.name for e in engines.values()} == set(engines)
+    assert {e.pool.get(model).runtime.name for e in engines.values()} == set(engines)
     params = SegmentationParams(0.5, 0)
     for i, image in enumerate(test_images):
         data = encode_png(image)
@@ -100,7 +97,7 @@ def test_masks_agree_through_the_full_engine_path(
 def test_one_session_serves_concurrent_callers(settings: EngineSettings) -> None:
     spec = get_spec("hrnet", "small")
     module, weights = build_module(spec, settings)
-    backend = make_backend("onnxruntime", spec, module, weights, settings, torch.device("cpu"))
+    backend = build_runtime("onnxruntime", spec, module, weights, settings, torch.device("cpu"))
     assert_concurrent_calls_match_serial(backend.run)
 
 
@@ -109,8 +106,8 @@ def test_onnx_session_threads_come_from_the_thread_plan(settings: EngineSettings
     module, weights = build_module(spec, settings)
     for explicit in (None, 1):
         s = settings.model_copy(update={"onnx_threads": explicit})
-        backend = make_backend("onnxruntime", spec, module, weights, s, torch.device("cpu"))
-        assert isinstance(backend, OnnxRuntimeBackend)
+        backend = build_runtime("onnxruntime", spec, module, weights, s, torch.device("cpu"))
+        assert isinstance(backend, OnnxRuntime)
         options = backend.session.get_session_options()
         assert options.intra_op_num_threads == thread_plan(s, "cpu").onnx
         assert options.inter_op_num_threads == 1
@@ -122,10 +119,10 @@ def test_probabilities_match_the_torch_backend_for_extreme_logits() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 400.0 - 200.0  # logits from -200 to 200: exp overflows in float32
 
-    from ml_service.runtimes.backends import _sigmoid
+    from ml_service.runtimes.base import _sigmoid
 
     x = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(1, 1, 64, 64)
-    expected = TorchBackend(Extreme(), torch.device("cpu")).run(x)
+    expected = TorchRuntime(Extreme(), torch.device("cpu")).run(x)
     with np.errstate(all="raise"):
         got = _sigmoid(x[:, 0] * 400.0 - 200.0)
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -140,17 +137,17 @@ def test_onnxruntime_on_a_gpu_needs_the_cuda_provider() -> None:
     problem = onnxruntime_unavailable(torch.device("cuda", 0))
     assert problem is not None and "CUDA execution provider" in problem
     assert onnxruntime_unavailable(torch.device("cpu")) is None
-    with pytest.raises(BackendUnavailable, match="CUDA execution provider"):
-        OnnxRuntimeBackend(b"", torch.device("cuda", 0), threads=1, resident_bytes=0)
+    with pytest.raises(RuntimeUnavailable, match="CUDA execution provider"):
+        OnnxRuntime(b"", torch.device("cuda", 0), threads=1, resident_bytes=0)
 
 
 def test_unknown_backend_and_unloadable_model_are_clear_errors(settings: EngineSettings) -> None:
     spec = get_spec("hrnet", "small")
     module, weights = build_module(spec, settings)
-    with pytest.raises(BackendUnavailable, match="valid: torch, onnxruntime"):
-        make_backend("tensorrt", spec, module, weights, settings, torch.device("cpu"))
-    with pytest.raises(BackendUnavailable, match="cannot load the model"):
-        OnnxRuntimeBackend(b"garbage", torch.device("cpu"), threads=1, resident_bytes=0)
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime .tensorrt.; valid: torch, onnx"):
+        build_runtime("tensorrt", spec, module, weights, settings, torch.device("cpu"))
+    with pytest.raises(RuntimeUnavailable, match="cannot load the model"):
+        OnnxRuntime(b"garbage", torch.device("cpu"), threads=1, resident_bytes=0)
 
 
 class _FailingSession:
@@ -175,8 +172,8 @@ def test_onnxruntime_allocation_failures_are_device_oom_for_the_batcher(
 ) -> None:
     spec = get_spec("hrnet", "small")
     module, weights = build_module(spec, settings)
-    backend = make_backend("onnxruntime", spec, module, weights, settings, torch.device("cpu"))
-    assert isinstance(backend, OnnxRuntimeBackend)
+    backend = build_runtime("onnxruntime", spec, module, weights, settings, torch.device("cpu"))
+    assert isinstance(backend, OnnxRuntime)
     backend.session = _FailingSession(message)
     x = np.zeros((2, 1, 256, 256), np.float32)
     with pytest.raises(DeviceOutOfMemory if oom else RuntimeError) as info:

@@ -10,14 +10,14 @@ from ml_service.errors import EngineClosed, InvalidImage, OutOfMemory
 from ml_service.profiles import ModelProfile
 from ml_service.serving.batcher import BatchOutput, DynamicBatcher, busy_ms
 from ml_service.serving.sizer import BatchSizer, MemoryLedger
-from tests.ml_service.fakes import FixedProbe, RecordingBackend
+from tests.ml_service.fakes import FixedProbe, RecordingRuntime
 
 SHAPE = (1, 8, 8)
 LONG = 30.0  # seconds: a delay that never expires within a test
 
 
 def make(
-    backend: RecordingBackend,
+    backend: RecordingRuntime,
     *,
     ceiling: int = 4,
     delay_s: float = LONG,
@@ -51,7 +51,7 @@ def expected(value: float) -> float:
 
 
 def test_items_from_concurrent_callers_form_one_full_batch() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=4)
     with ThreadPoolExecutor(4) as callers:
         futures = list(callers.map(lambda v: batcher.submit(item(v)), [0.0, 1.0, 2.0, 3.0]))
@@ -65,14 +65,14 @@ def test_items_from_concurrent_callers_form_one_full_batch() -> None:
 
 
 def test_partial_batch_goes_when_oldest_item_waited_the_delay() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=8, delay_s=0.0)
     assert batcher.submit(item(0.5)).result(timeout=10).batch_size == 1
     batcher.close()
 
 
 def test_more_items_than_ceiling_split_into_ceiling_sized_batches() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=4, delay_s=LONG)
     futures = [batcher.submit(item(float(v))) for v in range(8)]
     for f in futures:
@@ -82,7 +82,7 @@ def test_more_items_than_ceiling_split_into_ceiling_sized_batches() -> None:
 
 
 def test_bad_item_fails_alone_at_submit() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=2)
     bad_shape = batcher.submit(np.zeros((1, 4, 4), np.float32))
     bad_dtype = batcher.submit(np.zeros(SHAPE, np.float64))
@@ -96,7 +96,7 @@ def test_bad_item_fails_alone_at_submit() -> None:
 
 
 def test_item_that_breaks_its_batch_fails_alone_and_batch_mates_succeed() -> None:
-    backend = RecordingBackend(fail_if=lambda x: bool(x.flat[0] == 13.0))
+    backend = RecordingRuntime(fail_if=lambda x: bool(x.flat[0] == 13.0))
     batcher, _ = make(backend, ceiling=4)
     futures = [batcher.submit(item(v)) for v in (1.0, 13.0, 2.0, 3.0)]
     with pytest.raises(Exception, match="injected failure"):
@@ -108,7 +108,7 @@ def test_item_that_breaks_its_batch_fails_alone_and_batch_mates_succeed() -> Non
 
 
 def test_out_of_memory_splits_batch_lowers_ceiling_and_loses_nothing() -> None:
-    backend = RecordingBackend(oom_above=2)
+    backend = RecordingRuntime(oom_above=2)
     batcher, sizer = make(backend, ceiling=8, increase_after=1000)
     futures = [batcher.submit(item(float(v))) for v in range(8)]
     for v, f in enumerate(futures):
@@ -124,7 +124,7 @@ def test_out_of_memory_splits_batch_lowers_ceiling_and_loses_nothing() -> None:
 
 
 def test_ceiling_grows_back_after_successes() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, sizer = make(backend, ceiling=4)
     sizer.on_oom("m", 4)
     assert sizer.ceiling("m") == 2
@@ -136,7 +136,7 @@ def test_ceiling_grows_back_after_successes() -> None:
 
 
 def test_single_item_that_cannot_fit_fails_with_out_of_memory_others_survive() -> None:
-    backend = RecordingBackend(oom_above=0)
+    backend = RecordingRuntime(oom_above=0)
     batcher, _ = make(backend, ceiling=1, delay_s=0.0)
     with pytest.raises(OutOfMemory):
         batcher.submit(item(1.0)).result(timeout=10)
@@ -148,7 +148,7 @@ def test_single_item_that_cannot_fit_fails_with_out_of_memory_others_survive() -
 def test_no_lock_two_batches_run_at_the_same_time() -> None:
     # Each batch waits at a barrier for a second batch: it passes only if both are in flight.
     barrier = threading.Barrier(2, timeout=10)
-    backend = RecordingBackend(barrier=barrier)
+    backend = RecordingRuntime(barrier=barrier)
     batcher, _ = make(backend, ceiling=2, concurrency=2)
     futures = [batcher.submit(item(0.0)) for _ in range(4)]
     assert all(f.result(timeout=15).batch_size == 2 for f in futures)
@@ -156,7 +156,7 @@ def test_no_lock_two_batches_run_at_the_same_time() -> None:
 
 
 def test_batch_size_shrinks_to_free_memory() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     # 3 MB free, 1 MB per image: a queue of 9 with ceiling 8 goes out as 3 + 3 + 3
     batcher, sizer = make(backend, ceiling=8, free_mb=3)
     assert sizer.allowed("m") == 3
@@ -167,7 +167,7 @@ def test_batch_size_shrinks_to_free_memory() -> None:
 
 
 def test_close_runs_queued_items_then_refuses_new_ones() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=16, delay_s=LONG)
     futures = [batcher.submit(item(0.0)) for _ in range(3)]
     batcher.close(timeout=10)
@@ -177,7 +177,7 @@ def test_close_runs_queued_items_then_refuses_new_ones() -> None:
 
 
 def test_cancelled_item_is_skipped() -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     batcher, _ = make(backend, ceiling=3, delay_s=LONG)
     first = batcher.submit(item(0.0))
     assert first.cancel()

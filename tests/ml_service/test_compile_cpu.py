@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+from ml_service.runtimes.torch.runtime import use_compile_cache
 from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine
-from ml_service.serving.fastpath_setup import use_compile_cache
 from ml_service.settings import EngineSettings
-from ml_service.tools.profile import fastpath_options
+from ml_service.tools.tuning import fastpath_options
 from ml_service.training.evaluation import iou
 from ml_service.training.synthetic import generate_sample
 

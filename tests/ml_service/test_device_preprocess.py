@@ -136,11 +136,11 @@ def test_decode_and_plan_keeps_the_pixels_and_plans_like_decode_and_prepare() ->
 
 
 def test_setting_decides_for_torch_models_auto_only_on_cuda() -> None:
-    assert use_device_preprocess("auto", "torch", CPU)[0] is False
-    assert use_device_preprocess("auto", "torch", torch.device("cuda:0"))[0] is True
-    assert use_device_preprocess("on", "torch", CPU) == (True, "ML_DEVICE_PREPROCESS=on")
-    assert use_device_preprocess("off", "torch", torch.device("cuda"))[0] is False
-    on, reason = use_device_preprocess("on", "onnxruntime", CPU)
+    assert use_device_preprocess("auto", "torch", CPU, True)[0] is False
+    assert use_device_preprocess("auto", "torch", torch.device("cuda:0"), True)[0] is True
+    assert use_device_preprocess("on", "torch", CPU, True) == (True, "ML_DEVICE_PREPROCESS=on")
+    assert use_device_preprocess("off", "torch", torch.device("cuda"), True)[0] is False
+    on, reason = use_device_preprocess("on", "onnxruntime", CPU, False)
     assert not on and "host arrays" in reason
 
 

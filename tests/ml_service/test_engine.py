@@ -28,7 +28,7 @@ from ml_service.settings import EngineSettings
 from ml_service.tools.pipeline_rate import encode_png
 from ml_service.training.evaluation import iou
 from ml_service.training.synthetic import generate_sample
-from tests.ml_service.fakes import RecordingBackend
+from tests.ml_service.fakes import RecordingRuntime
 
 pytestmark = pytest.mark.slow  # loads, compiles or measures real models
 
@@ -256,10 +256,10 @@ def test_out_of_memory_on_the_device_loses_no_image(settings: EngineSettings) ->
     pool = ModelPool.load(
         settings.model_copy(update={"models": ("hrnet",)}), CpuProbe().torch_device, "torch"
     )
-    real = pool.get("hrnet").backend
-    injected = RecordingBackend(oom_above=1)
+    real = pool.get("hrnet").runtime
+    injected = RecordingRuntime(oom_above=1)
     injected.module = real.module  # same weights, injected failure
-    pool.models["hrnet"].backend = injected
+    pool.models["hrnet"].runtime = injected
     book = ProfileBook()
     book.put(CpuProbe().key, "hrnet/small:torch", ModelProfile(0, 1, 4, 4, input_size=(256, 256)))
     with Engine(settings, pool.models, CpuProbe(), profiles=book) as eng:

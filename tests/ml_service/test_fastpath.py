@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.errors import BackendUnavailable
+from ml_service.errors import RuntimeUnavailable
 from ml_service.profiles import FastPathCandidate, FastPathRecord, ModelProfile, ProfileBook
-from ml_service.runtimes.backends import TorchBackend
-from ml_service.runtimes.fastpath import (
+from ml_service.runtimes.torch import TorchRuntime
+from ml_service.runtimes.torch.fastpath import (
     FP32,
     FastPathConfig,
     candidate_precisions,
@@ -26,7 +26,6 @@ from ml_service.runtimes.fastpath import (
 )
 from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine
-from ml_service.serving.fastpath_setup import warm_up_sizes
 from ml_service.serving.pool import LoadedModel, build_module
 from ml_service.serving.runtime_choice import load_chosen
 from ml_service.settings import EngineSettings, SettingsError, load_settings
@@ -36,10 +35,11 @@ from ml_service.tools.fastpath_choice import (
     equivalence_images,
     foreground_masks,
 )
-from ml_service.tools.profile import FastPathOptions, profile_backends
+from ml_service.tools.profile import profile_runtimes
+from ml_service.tools.tuning import FastPathOptions
 from ml_service.training.evaluation import iou
 from models.registry import MODEL_NAMES, get_spec
-from tests.ml_service.fakes import RecordingBackend
+from tests.ml_service.fakes import RecordingRuntime
 
 pytestmark = pytest.mark.slow  # loads, compiles or measures real models
 
@@ -61,7 +61,7 @@ def test_images() -> list[np.ndarray]:
 
 
 # Plain bf16 autocast reached only IoU 0.970 (hrnet) / 0.972 (unet) on scikit-image's cell.png;
-# with the stem kept in fp32 (ml_service.runtimes.mixed_precision) every model reaches ≥ 0.994
+# with the stem kept in fp32 (ml_service.runtimes.torch.mixed_precision) every model reaches ≥ 0.994
 # there;
 # fp16 (11 significant bits to bf16's 8) ≥ 0.999.
 def _cases() -> list[object]:
@@ -78,9 +78,9 @@ def test_reduced_precision_and_channels_last_masks_agree_with_fp32(
 ) -> None:
     spec = get_spec(model, "small")
     module, _ = build_module(spec, settings)
-    reference = foreground_masks(TorchBackend(module, CPU), test_images, spec.input_size)
+    reference = foreground_masks(TorchRuntime(module, CPU), test_images, spec.input_size)
     fresh, _ = build_module(spec, settings)
-    got = foreground_masks(TorchBackend(fresh, CPU, config), test_images, spec.input_size)
+    got = foreground_masks(TorchRuntime(fresh, CPU, config), test_images, spec.input_size)
     scores = [iou(a, b) for a, b in zip(got, reference, strict=True)]
     assert min(scores) >= 0.99, scores
     assert np.mean(scores) >= 0.995, scores
@@ -91,7 +91,7 @@ def test_device_threshold_gives_exactly_the_thresholded_probabilities(
 ) -> None:
     spec = get_spec("hrnet", "small")
     module, _ = build_module(spec, settings)
-    backend = TorchBackend(module, CPU)
+    backend = TorchRuntime(module, CPU)
     x = np.random.default_rng(1).random((3, 1, 256, 256), dtype=np.float32)
     thresholds = np.array([0.3, 0.5, 0.7], np.float32)
     prob = backend.run(x)
@@ -108,10 +108,10 @@ def test_device_threshold_gives_exactly_the_thresholded_probabilities(
 def test_onnxruntime_thresholds_like_torch(settings: EngineSettings) -> None:
     spec = get_spec("unet", "small")
     s = settings.model_copy(update={"backend": "onnxruntime"})
-    ort = load_chosen(spec, s, CpuProbe(), ProfileBook()).backend
+    ort = load_chosen(spec, s, CpuProbe(), ProfileBook()).runtime
     torch_backend = load_chosen(
         spec, settings.model_copy(update={"backend": "torch"}), CpuProbe(), ProfileBook()
-    ).backend
+    ).runtime
     x = np.random.default_rng(2).random((2, 1, 256, 256), dtype=np.float32)
     thresholds = np.array([0.5, 0.5], np.float32)
     a, b = ort.run(x, thresholds), torch_backend.run(x, thresholds)
@@ -160,7 +160,7 @@ def test_resolve_takes_the_recorded_choice_unless_forced() -> None:
     assert resolve("auto", "off", _profile(compiled), CPU)[0].compile == "off"
     # a GPU-only recorded choice on the CPU falls back to fp32 rather than failing
     assert resolve("auto", "auto", _profile(FastPathConfig("tf32")), CPU)[0] == FP32
-    with pytest.raises(BackendUnavailable, match="ML_PRECISION=tf32"):
+    with pytest.raises(RuntimeUnavailable, match="ML_PRECISION=tf32"):
         resolve("tf32", "auto", None, CPU)
     assert resolve("fp16", "auto", None, CPU)[0] == FastPathConfig("fp16")  # runs, slowly
 
@@ -200,7 +200,7 @@ def test_profiler_chooses_records_and_the_engine_runs_the_choice(
     spec = get_spec("hrnet", "small")
     probe = CpuProbe()
     fast = FastPathOptions(("off",), batch_size=1, repeats=1, notes=("test",))
-    (profile,) = profile_backends(
+    (profile,) = profile_runtimes(
         spec, settings, probe, ["torch"], batch_sizes=[1, 2], repeats=1, fast=fast
     ).values()
     record = profile.fastpath
@@ -228,7 +228,7 @@ def test_profiler_chooses_records_and_the_engine_runs_the_choice(
         (info,) = engine.describe()["models"]
         assert info["fastpath"]["precision"] == chosen.precision
         assert info["fastpath"]["channels_last"] == chosen.channels_last
-        assert isinstance(model.backend, TorchBackend) and model.backend.config == chosen
+        assert isinstance(model.runtime, TorchRuntime) and model.runtime.config == chosen
 
 
 def test_ml_precision_forces_torch_and_conflicts_with_onnxruntime(
@@ -237,12 +237,12 @@ def test_ml_precision_forces_torch_and_conflicts_with_onnxruntime(
     spec = get_spec("hrnet", "small")
     forced = settings.model_copy(update={"backend": "auto", "precision": "bf16"})
     model = load_chosen(spec, forced, CpuProbe(), ProfileBook())
-    assert model.backend.name == "torch" and "ML_PRECISION=bf16" in model.backend_reason
+    assert model.runtime.name == "torch" and "ML_PRECISION=bf16" in model.runtime_reason
     with Engine(forced, {"hrnet": model}, CpuProbe(), calibrate_missing=False) as engine:
         assert engine.describe()["models"][0]["fastpath"]["precision"] == "bf16"
     for other in ("onnxruntime", "openvino"):
         conflict = settings.model_copy(update={"backend": other, "compile": "on"})
-        with pytest.raises(BackendUnavailable, match=f"ML_BACKEND={other} conflicts with ML_"):
+        with pytest.raises(RuntimeUnavailable, match=f"ML_BACKEND={other} conflicts with ML_"):
             load_chosen(spec, conflict, CpuProbe(), ProfileBook())
 
 
@@ -255,7 +255,7 @@ def test_invalid_precision_setting_names_the_variable(monkeypatch: pytest.Monkey
 def test_warm_up_of_a_compiled_model_runs_every_batch_size_the_sizer_may_pick(
     settings: EngineSettings,
 ) -> None:
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     backend.config = FastPathConfig(compile="default")  # as if compiled; runs eagerly here
     spec = get_spec("hrnet", "small")
     model = LoadedModel(spec, backend, {"random": True})
@@ -275,9 +275,9 @@ def test_warm_up_of_a_compiled_model_runs_every_batch_size_the_sizer_may_pick(
 def test_warm_up_with_cuda_graphs_runs_every_size_three_times() -> None:
     """CUDA graphs are recorded on a later run than the first, so each size runs three times
     (the sizes and counts only: this machine has no CUDA to run them on)."""
-    backend = RecordingBackend()
+    backend = RecordingRuntime()
     backend.config = FastPathConfig(compile="reduce-overhead")
     model = LoadedModel(get_spec("hrnet", "small"), backend, {"random": True})
-    assert warm_up_sizes(model, 3) == ([1, 2, 3], 3)
+    assert model.runtime.warm_up_sizes(3) == ([1, 2, 3], 3)
     backend.config = FastPathConfig()
-    assert warm_up_sizes(model, 3) == ([1, 3], 1)
+    assert model.runtime.warm_up_sizes(3) == ([1, 3], 1)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from ml_service.errors import BackendUnavailable
-from ml_service.runtimes.backends import TorchBackend
-from ml_service.runtimes.fastpath import FP32, FastPathConfig
-from ml_service.runtimes.mixed_precision import (
+from ml_service.errors import RuntimeUnavailable
+from ml_service.runtimes.torch import TorchRuntime
+from ml_service.runtimes.torch.fastpath import FP32, FastPathConfig
+from ml_service.runtimes.torch.mixed_precision import (
     Fp32Forward,
     apply_stem_policy,
     fp32_layers,
@@ -118,7 +118,7 @@ def test_a_deep_copy_keeps_its_own_fp32_layers() -> None:
 
 
 def test_the_fast_path_keeps_the_stem_only_under_autocast() -> None:
-    backend = TorchBackend(_strided(), CPU, FastPathConfig("bf16", channels_last=True))
+    backend = TorchRuntime(_strided(), CPU, FastPathConfig("bf16", channels_last=True))
     assert fp32_layers(backend.module) == ["0", "2"]
     backend.configure(FP32)
     assert fp32_layers(backend.module) == []
@@ -128,5 +128,5 @@ def test_the_fast_path_keeps_the_stem_only_under_autocast() -> None:
 
 def test_a_module_that_cannot_be_traced_is_reported() -> None:
     module = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(10, 1))
-    with pytest.raises(BackendUnavailable, match="stem"):
+    with pytest.raises(RuntimeUnavailable, match="stem"):
         stem_convolutions(module, CPU)

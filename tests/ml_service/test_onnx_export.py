@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-from ml_service.runtimes.backends import OnnxRuntimeBackend, TorchBackend
 from ml_service.runtimes.onnx_export import (
     EXPORT_VERSION,
     META_MODEL,
@@ -24,6 +23,8 @@ from ml_service.runtimes.onnx_export import (
     onnx_path,
     verify_onnx,
 )
+from ml_service.runtimes.onnxruntime import OnnxRuntime
+from ml_service.runtimes.torch import TorchRuntime
 from models.registry import get_spec
 from models.weights import load_weights
 
@@ -58,9 +59,9 @@ def metadata(data: bytes) -> dict[str, str]:
 
 def assert_runs_like_torch(artifact: OnnxArtifact, module: nn.Module) -> None:
     x = np.random.default_rng(0).random((2, 1, 256, 256), dtype=np.float32)
-    ort = OnnxRuntimeBackend(artifact.data, torch.device("cpu"), threads=1, resident_bytes=0)
+    ort = OnnxRuntime(artifact.data, torch.device("cpu"), threads=1, resident_bytes=0)
     np.testing.assert_allclose(
-        ort.run(x), TorchBackend(module, torch.device("cpu")).run(x), atol=1e-4
+        ort.run(x), TorchRuntime(module, torch.device("cpu")).run(x), atol=1e-4
     )
 
 

@@ -12,14 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from ml_service.errors import BackendUnavailable
+from ml_service.errors import RuntimeUnavailable
 from ml_service.imaging.preprocess import prepare
 from ml_service.profiles import FastPathRecord, ModelProfile, ProfileBook
 from ml_service.runtimes import openvino as ov_module
-from ml_service.runtimes.backends import DeviceOutOfMemory
-from ml_service.runtimes.mixed_precision import stem_convolutions
+from ml_service.runtimes.base import DeviceOutOfMemory
 from ml_service.runtimes.onnx_export import ensure_onnx
-from ml_service.runtimes.openvino import OpenVinoBackend, native_bf16, openvino_unavailable
+from ml_service.runtimes.openvino import (
+    OpenVinoRuntime,
+    native_bf16,
+    openvino_unavailable,
+    resolve_precision,
+)
 from ml_service.runtimes.openvino_precision import (
     activation_strides,
     layers_outside,
@@ -28,10 +32,10 @@ from ml_service.runtimes.openvino_precision import (
     precision_at,
     stem_layer_names,
 )
+from ml_service.runtimes.torch.mixed_precision import stem_convolutions
 from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine
-from ml_service.serving.fastpath_setup import resolve_openvino_precision
-from ml_service.serving.pool import build_module, make_backend
+from ml_service.serving.pool import build_module, build_runtime
 from ml_service.serving.threads import thread_plan
 from ml_service.settings import EngineSettings, SettingsError, load_settings
 from ml_service.tools.fastpath_choice import MIN_MASK_IOU, equivalence_images
@@ -49,8 +53,9 @@ needs_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no bf16 
 def openvino_backend(settings: EngineSettings, model: str, precision: str = "fp32") -> tuple:
     spec = get_spec(model, "small")
     module, weights = build_module(spec, settings)
-    backend = make_backend("openvino", spec, module, weights, settings, CPU, precision)
-    assert isinstance(backend, OpenVinoBackend)
+    forced = settings.model_copy(update={"openvino_precision": precision})
+    backend = build_runtime("openvino", spec, module, weights, forced, CPU)
+    assert isinstance(backend, OpenVinoRuntime)
     return spec, module, backend
 
 
@@ -231,26 +236,26 @@ def test_precision_comes_from_the_setting_then_the_profile_then_fp32() -> None:
     def no() -> bool:
         return False
 
-    assert resolve_openvino_precision("auto", recorded, yes) == (
+    assert resolve_precision("auto", recorded, yes) == (
         "bf16",
         "recorded in batch_sizes.json: bf16",
     )
-    assert resolve_openvino_precision("fp32", recorded, yes) == (
+    assert resolve_precision("fp32", recorded, yes) == (
         "fp32",
         "ML_OPENVINO_PRECISION=fp32",
     )
-    assert resolve_openvino_precision("auto", None, yes) == ("fp32", "no recorded choice")
+    assert resolve_precision("auto", None, yes) == ("fp32", "no recorded choice")
     # a profile recorded on another CPU with the same device key
-    assert resolve_openvino_precision("auto", recorded, no) == (
+    assert resolve_precision("auto", recorded, no) == (
         "fp32",
         "recorded bf16, but this CPU has no bf16 instructions",
     )
-    assert resolve_openvino_precision("bf16", None, no)[0] == "bf16"  # forced: compile fails
+    assert resolve_precision("bf16", None, no)[0] == "bf16"  # forced: compile fails
     by_resolution = ModelProfile(
         1, 1, 1, 1, backend="openvino", fastpath=FastPathRecord({"precision": "bf16@4"})
     )
-    assert resolve_openvino_precision("auto", by_resolution, yes)[0] == "bf16@4"
-    assert resolve_openvino_precision("auto", by_resolution, no) == (
+    assert resolve_precision("auto", by_resolution, yes)[0] == "bf16@4"
+    assert resolve_precision("auto", by_resolution, no) == (
         "fp32",
         "recorded bf16@4, but this CPU has no bf16 instructions",
     )
@@ -276,13 +281,13 @@ def test_engine_runs_the_recorded_precision_and_describes_it(
         }
     )
     compiled: list[str] = []
-    configure = OpenVinoBackend.configure
+    configure = OpenVinoRuntime.configure
 
-    def counting(backend: OpenVinoBackend, precision: str) -> None:
+    def counting(backend: OpenVinoRuntime, precision: str) -> None:
         compiled.append(precision)
         configure(backend, precision)
 
-    monkeypatch.setattr(OpenVinoBackend, "configure", counting)
+    monkeypatch.setattr(OpenVinoRuntime, "configure", counting)
     with Engine.from_settings(s) as engine:
         assert compiled == ["bf16"]  # compiled once, straight in the recorded precision
         described = engine.describe()["models"][0]
@@ -312,18 +317,18 @@ def test_where_openvino_cannot_run_the_errors_say_why(
     assert openvino_unavailable(CPU) is None
     spec = get_spec("hrnet", "small")
     module, weights = build_module(spec, settings)
-    with pytest.raises(BackendUnavailable, match="ML_BACKEND=openvino but OpenVINO runs on the"):
-        make_backend("openvino", spec, module, weights, settings, cuda)
+    with pytest.raises(RuntimeUnavailable, match="ML_BACKEND=openvino but OpenVINO runs on the"):
+        build_runtime("openvino", spec, module, weights, settings, cuda)
     _, _, backend = openvino_backend(settings, "hrnet")
     for bad in ("fp16", "bf16@3"):
-        with pytest.raises(BackendUnavailable, match="OpenVINO precision must be fp32, bf16"):
+        with pytest.raises(RuntimeUnavailable, match="OpenVINO precision must be fp32, bf16"):
             backend.configure(bad)
     monkeypatch.setattr(ov_module, "native_bf16", lambda: False)  # a CPU without bf16
-    with pytest.raises(BackendUnavailable, match="this CPU has no bf16 instructions"):
+    with pytest.raises(RuntimeUnavailable, match="this CPU has no bf16 instructions"):
         backend.configure("bf16")
     assert backend.precision == "fp32"  # still compiled as before
-    with pytest.raises(BackendUnavailable, match="cannot load the model"):
-        OpenVinoBackend(b"not a model", CPU, input_size=256, threads=1, resident_bytes=0)
+    with pytest.raises(RuntimeUnavailable, match="cannot load the model"):
+        OpenVinoRuntime(b"not a model", CPU, input_size=256, threads=1, resident_bytes=0)
 
 
 def test_allocation_failures_are_device_oom_for_the_batcher(settings: EngineSettings) -> None:

@@ -13,7 +13,7 @@ from ml_service.serving.device import CpuProbe
 from ml_service.serving.engine import Engine
 from ml_service.serving.pool import ModelPool
 from ml_service.settings import EngineSettings
-from tests.ml_service.fakes import RecordingBackend
+from tests.ml_service.fakes import RecordingRuntime
 from workers.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.slow  # loads, compiles or measures real models
@@ -24,9 +24,9 @@ def test_registry_counts_batches_images_and_oom_retries(tmp_path) -> None:  # ty
         device="cpu", models=("hrnet",), profiles_path=tmp_path / "p.json", max_queue_delay_ms=50
     )
     pool = ModelPool.load(settings, CpuProbe().torch_device)
-    injected = RecordingBackend(oom_above=2)
-    injected.module = pool.get("hrnet").backend.module  # the real model, OOM above batch 2
-    pool.models["hrnet"].backend = injected
+    injected = RecordingRuntime(oom_above=2)
+    injected.module = pool.get("hrnet").runtime.module  # the real model, OOM above batch 2
+    pool.models["hrnet"].runtime = injected
     book = ProfileBook()
     book.put(CpuProbe().key, "hrnet/small:torch", ModelProfile(0, 1, 8, 8, input_size=(256, 256)))
     with Engine(settings, pool.models, CpuProbe(), profiles=book) as engine:

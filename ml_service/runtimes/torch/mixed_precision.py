@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ml_service.errors import BackendUnavailable
+from ml_service.errors import RuntimeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def stem_convolutions(module: nn.Module, device: torch.device, size: int = TRACE
     the first convolution's input channels); ``[]`` for a module without convolutions.
 
     Raises:
-        BackendUnavailable: the module does not run on that input.
+        RuntimeUnavailable: the module does not run on that input.
     """
     names = {layer: name for name, layer in module.named_modules()}
     convs = [layer for layer in names if isinstance(layer, nn.Conv2d)]
@@ -119,7 +119,7 @@ def stem_convolutions(module: nn.Module, device: torch.device, size: int = TRACE
         with torch.inference_mode():
             module(x)
     except RuntimeError as exc:
-        raise BackendUnavailable(f"cannot trace the stem on a {size}px input: {exc}") from exc
+        raise RuntimeUnavailable(f"cannot trace the stem on a {size}px input: {exc}") from exc
     finally:
         for handle in handles:
             handle.remove()

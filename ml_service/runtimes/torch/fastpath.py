@@ -6,9 +6,8 @@ A :class:`FastPathConfig` is three choices:
   CUDA only, Ampere or newer); ``bf16`` or ``fp16`` autocast (``bf16`` on the CPU and on GPUs
   that support it; ``fp16`` on CUDA, and on the CPU, where the profiler measures it only if
   oneDNN has fp16 kernels for the CPU: see :func:`candidate_precisions`), with the network's
-  stem kept in fp32 (``ml_service.runtimes.mixed_precision``: plain autocast moved masks of real
-  images
-  by up to 3%). Logits are cast back to fp32 before the sigmoid.
+  stem kept in fp32 (``ml_service.runtimes.torch.mixed_precision``: plain autocast moved masks
+  of real images by up to 3%). Logits are cast back to fp32 before the sigmoid.
 - ``channels_last``: weights and inputs in NHWC memory format (faster convolutions on tensor
   cores and on oneDNN CPUs).
 - ``compile``: ``off``; ``default`` (``torch.compile``; on CUDA one graph per batch size,
@@ -38,9 +37,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ml_service.errors import BackendUnavailable
+from ml_service.errors import RuntimeUnavailable
 from ml_service.profiles import ModelProfile
-from ml_service.runtimes.mixed_precision import apply_stem_policy
+from ml_service.runtimes.torch.mixed_precision import apply_stem_policy
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 COMPILE_MODES = ("off", "default", "reduce-overhead")
@@ -49,7 +48,7 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class FastPathConfig:
-    """How a ``TorchBackend`` runs its module (see the module docstring)."""
+    """How a ``TorchRuntime`` runs its module (see the module docstring)."""
 
     precision: str = "fp32"
     channels_last: bool = False
@@ -171,7 +170,7 @@ def prepare_module(
     call for a forward pass.
 
     Under ``bf16``/``fp16`` the module's stem is kept in fp32
-    (``ml_service.runtimes.mixed_precision.apply_stem_policy``; undone for fp32/tf32).
+    (``ml_service.runtimes.torch.mixed_precision.apply_stem_policy``; undone for fp32/tf32).
     ``channels_last``
     converts the module's parameters in place (``nn.Module.to`` with a memory format);
     compilation wraps it (:func:`compile_module`; compiled by the engine's warm-up). Autocast
@@ -179,11 +178,11 @@ def prepare_module(
     :func:`autocast` and :func:`to_input_format`.
 
     Raises:
-        BackendUnavailable: ``config`` does not run on ``device``.
+        RuntimeUnavailable: ``config`` does not run on ``device``.
     """
     problem = unsupported(config, device)
     if problem is not None:
-        raise BackendUnavailable(problem)
+        raise RuntimeUnavailable(problem)
     apply_stem_policy(module, device, reduced=config.autocast_dtype is not None)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     module.to(memory_format=fmt)
@@ -274,7 +273,7 @@ def resolve(
     ``default`` on the CPU) and ``off`` does not.
 
     Raises:
-        BackendUnavailable: the forced configuration does not run on ``device`` (the message
+        RuntimeUnavailable: the forced configuration does not run on ``device`` (the message
             names the variable).
     """
     base = recorded(profile)
@@ -296,5 +295,5 @@ def resolve(
     problem = unsupported(config, device)
     if problem is not None:
         forced = [r for r in reasons if r.startswith("ML_")]
-        raise BackendUnavailable(f"{', '.join(forced) or 'recorded choice'}: {problem}")
+        raise RuntimeUnavailable(f"{', '.join(forced) or 'recorded choice'}: {problem}")
     return config, "; ".join(reasons)
