@@ -105,13 +105,13 @@ class FastPathRecord:
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Measured cost of one model on one device and backend."""
+    """Measured cost of one model on one device and runtime."""
 
     intercept_mb: float
     slope_mb: float
     best_batch_size: int
     max_batch_size: int
-    backend: str = "torch"
+    backend: str = "torch"  # the runtime's registered name (the file's key: "backend")
     dtype: str = "float32"
     input_size: tuple[int, int] = (0, 0)
     points: tuple[BatchPoint, ...] = field(default=())

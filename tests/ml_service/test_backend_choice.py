@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ml_service.errors import RuntimeUnavailable
 from ml_service.profiles import BatchPoint, ModelProfile, ProfileBook
 from ml_service.runtimes.registry import RUNTIMES
 from ml_service.serving.device import CpuProbe
@@ -21,7 +22,7 @@ from ml_service.serving.runtime_choice import (
     recorded_choice,
 )
 from ml_service.serving.threads import cgroup_cpu_limit, thread_plan
-from ml_service.settings import EngineSettings, SettingsError, load_settings
+from ml_service.settings import EngineSettings, load_settings
 from ml_service.tools import profile as profiler
 from models.registry import get_spec
 
@@ -137,9 +138,12 @@ def test_sizer_uses_the_profile_of_the_backend_in_use(settings: EngineSettings) 
 
 
 def test_invalid_backend_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ML_BACKEND`` is checked against the runtime registry when the engine starts (settings
+    do not know the runtimes), before any model is loaded."""
     monkeypatch.setenv("ML_BACKEND", "tensorrt")
-    with pytest.raises(SettingsError, match="ML_BACKEND"):
-        load_settings()
+    monkeypatch.setenv("ML_DEVICE", "cpu")
+    with pytest.raises(RuntimeUnavailable, match="ML_BACKEND='tensorrt' names no runtime; valid"):
+        Engine.from_settings(load_settings())
     monkeypatch.setenv("ML_BACKEND", "onnxruntime")
     monkeypatch.setenv("ML_ONNX_THREADS", "3")
     monkeypatch.setenv("ML_ONNX_CACHE_DIR", "/tmp/somewhere")
