@@ -81,7 +81,7 @@ class RuntimeUnavailable(EngineError):
     the device, a configuration the device cannot run). Raised at start-up, never for one
     image."""
 
-    code = "runtime_unavailable"
+    code = "backend_unavailable"  # the API's stable code (contracts.outcomes)
 
 
 class ExportError(EngineError):
