@@ -67,6 +67,11 @@ def choose(
             or an index the file does not hold (the message says what it holds).
     """
     holds = describe(header, name)
+    if header.planes > 1 and header.channel_planes > 1 and plane is None and channel is None:
+        raise StackChoice(
+            f"{holds}; choose one with plane=0..{header.planes - 1} and "
+            f"channel=0..{header.channel_planes - 1}"
+        )
     chosen_plane = 0
     if header.planes > 1:
         chosen_plane = _index(holds, "plane", plane, header.planes)

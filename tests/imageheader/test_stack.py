@@ -51,6 +51,8 @@ def test_channel_planes_need_a_channel() -> None:
         choose(read_header(CHANNEL_FIRST), None, None)
     with pytest.raises(StackChoice, match="choose one with plane=0..1"):
         choose(read_header(HYPERSTACK), None, 1)
+    with pytest.raises(StackChoice, match=r"choose one with plane=0..1 and channel=0..\d$"):
+        choose(read_header(HYPERSTACK), None, None)  # both at once, not one after the other
     assert choose(read_header(HYPERSTACK), 1, 2).channel == 2
 
 
