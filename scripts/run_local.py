@@ -2,7 +2,8 @@
 
 Starts PostgreSQL and Redis if they are not running, creates the database, migrates, creates a
 demo user, starts the gateway (with its dispatcher and Socket.IO) and one worker, waits until
-``/readyz`` answers, and prints the demo user's API key and curl lines. Ctrl-C stops both.
+``/readyz`` answers, and prints the demo user's API key and curl lines. Ctrl-C stops both. The
+key is kept in ``var/demo-api-key-<database>``: a restart prints the same user's key.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -55,6 +57,19 @@ def worker_metrics_port(env: dict[str, str], default: int = 9101) -> str:
     return port
 
 
+def demo_key(saved: Path, valid: Callable[[str], bool], create: Callable[[], str]) -> str:
+    """The demo user's API key: the one ``saved`` by an earlier start while the service still
+    takes it (same user, so its jobs stay listed), else a new user's, saved (mode 600)."""
+    if saved.exists():
+        key = saved.read_text().strip()
+        if key and valid(key):
+            return key
+    key = create()
+    saved.write_text(key + "\n")
+    saved.chmod(0o600)
+    return key
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per /readyz poll
@@ -70,14 +85,6 @@ def main() -> int:
     asyncio.run(ensure_database(env["DATABASE_URL"]))
     py = sys.executable
     subprocess.run([py, "-m", "backend", "migrate"], env=env, check=True, cwd=ROOT)
-    key = subprocess.run(
-        [py, "-m", "backend", "create-user", "demo"],
-        env=env,
-        check=True,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     logs = ROOT / "var"
     logs.mkdir(exist_ok=True)
     sample = logs / "sample.png"
@@ -127,6 +134,24 @@ def main() -> int:
             log.error("not ready after 180 s; see var/gateway.log and var/worker.log")
             stop()
             return 1
+        database = env["DATABASE_URL"].rsplit("/", 1)[-1].split("?")[0]
+
+        def accepted(candidate: str) -> bool:
+            auth = {"Authorization": f"Bearer {candidate}"}
+            return httpx.get(f"{url}/api/v1/jobs?limit=1", headers=auth, timeout=10).is_success
+
+        def create() -> str:
+            made = subprocess.run(
+                [py, "-m", "backend", "create-user", "demo"],
+                env=env,
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            return made.stdout.strip()
+
+        key = demo_key(logs / f"demo-api-key-{database}", accepted, create)
         auth = f'-H "Authorization: Bearer {key}"'
         sys.stdout.write(
             f"\nCellSeg Serve is up at {url} (logs: var/gateway.log, var/worker.log)\n"
