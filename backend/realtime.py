@@ -71,7 +71,8 @@ def create_sio(
         except ValueError:
             job = None
         if job is None:
-            return {"error": {"code": "not_found", "message": f"job {job_id} not found"}}
+            message = f"job {job_id} not found"
+            return {"error": {"code": "not_found", "message": message, "retryable": False}}
         await sio.enter_room(sid, events.job_room(str(job["id"])))
         return {"ok": True, "job_id": str(job["id"])}
 

@@ -388,6 +388,7 @@ def test_socket_refuses_bad_keys_and_other_users_jobs(service: Service) -> None:
         await snoop.connect(service.url, auth={"token": other}, transports=["websocket"])
         answer = await snoop.call("subscribe", {"job_id": job["id"]}, timeout=10)
         assert answer["error"]["code"] == "not_found"
+        assert answer["error"]["retryable"] is False  # the REST errors' shape
         await snoop.disconnect()
 
     asyncio.run(scenario())
