@@ -42,8 +42,18 @@ def hash_api_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _key_from(credentials: HTTPAuthorizationCredentials | None) -> str:
+def _key_from(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials.strip():
+        sent = request.headers.get("authorization", "").strip()
+        if sent and not sent.lower().startswith("bearer"):  # another scheme, or a bare key
+            got = (
+                f"got the scheme {sent.split()[0]!r}"
+                if " " in sent
+                else "got no scheme: put 'Bearer ' before the key"
+            )
+            raise Unauthorized(
+                "unauthorized", f"the Authorization header must be 'Bearer <api key>' ({got})"
+            )
         raise Unauthorized(
             "unauthorized", "missing API key: send the header 'Authorization: Bearer <api key>'"
         )
@@ -63,7 +73,7 @@ async def current_user(request: Request, credentials: BearerCredentials) -> User
     Raises:
         Unauthorized: no key, or a key no user has.
     """
-    user = await _user_for_key(request, _key_from(credentials))
+    user = await _user_for_key(request, _key_from(request, credentials))
     if user is None:
         raise Unauthorized("unauthorized", "invalid API key")
     return user
@@ -78,7 +88,7 @@ async def require_admin(request: Request, credentials: BearerCredentials) -> Non
     Raises:
         Unauthorized: no key, or a key that is not an admin's.
     """
-    key = _key_from(credentials)
+    key = _key_from(request, credentials)
     admin_key = request.app.state.settings.admin_api_key
     if admin_key is not None and hmac.compare_digest(
         key.encode("utf-8"), admin_key.get_secret_value().encode("utf-8")

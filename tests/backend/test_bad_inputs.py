@@ -340,6 +340,23 @@ def test_missing_or_wrong_api_key(
     refused(r, 401, "unauthorized")
 
 
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("Basic dXNlcjpwdw==", "got the scheme 'Basic'"),
+        ("csk_bare", "put 'Bearer ' before the key"),
+    ],
+    ids=["basic", "bare-key"],
+)
+def test_an_authorization_header_without_bearer_says_so(
+    client: TestClient, user: ApiUser, nothing: Nothing, value: str, words: str
+) -> None:
+    files = [("files", ("a.png", images.png()))]
+    r = client.post(URL, headers={"Authorization": value}, data={"model": "unet"}, files=files)
+    message = refused(r, 401, "unauthorized")
+    assert "'Bearer <api key>'" in message and words in message
+
+
 # --- file names --------------------------------------------------------------------------------
 
 
