@@ -61,10 +61,24 @@ def test_an_admin_users_key_is_an_admin_key(client: TestClient, db: SyncDb) -> N
     assert r.status_code == 201
 
 
-@pytest.mark.parametrize("body", [{"name": ""}, {"name": "   "}, {"name": "x" * 201}, {}])
-def test_user_name_is_validated(client: TestClient, body: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": ""},
+        {"name": "   "},
+        {"name": "x" * 201},
+        {},
+        {"name": "a\u0000b"},  # PostgreSQL text holds no NUL: was a 500
+        {"name": "a\nb"},
+        {"name": "ok", "admin": True},  # unknown member
+    ],
+    ids=["empty", "blank", "long", "missing", "nul", "newline", "unknown-member"],
+)
+def test_user_name_is_validated(client: TestClient, db: SyncDb, body: dict[str, str]) -> None:
+    before = db.fetchval("SELECT count(*) FROM users")
     r = client.post("/api/v1/users", json=body, headers=ADMIN)
     assert error_of(r) == (422, "validation_failed")
+    assert db.fetchval("SELECT count(*) FROM users") == before
 
 
 @pytest.mark.parametrize(
