@@ -42,14 +42,20 @@ async def ensure_database(url: str) -> None:
         await conn.close()
 
 
+def port_taken(port: int) -> bool:
+    """Whether something already listens on ``127.0.0.1:port`` (another service's gateway would
+    answer our readiness checks while ours fails to bind)."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def worker_metrics_port(env: dict[str, str], default: int = 9101) -> str:
     """``WORKER_METRICS_PORT`` as set, else ``default``, else (``default`` taken by another
     process on this machine) a free port: the worker would stop at start-up on a port in use."""
     if "WORKER_METRICS_PORT" in env:
         return env["WORKER_METRICS_PORT"]
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", default)) != 0:
-            return str(default)
+    if not port_taken(default):
+        return str(default)
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = str(free.getsockname()[1])
@@ -80,6 +86,9 @@ def main() -> int:
     port = env.setdefault("GATEWAY_PORT", "8000")
     env["WORKER_METRICS_PORT"] = worker_metrics_port(env)
     url = f"http://127.0.0.1:{port}"
+    if port_taken(int(port)):
+        log.error("port %s is in use (another make run?): set GATEWAY_PORT to a free port", port)
+        return 1
     ensure_postgres()
     ensure_redis()
     asyncio.run(ensure_database(env["DATABASE_URL"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from scripts.run_local import demo_key, worker_metrics_port
+from scripts.run_local import demo_key, port_taken, worker_metrics_port
 
 
 def test_the_metrics_port_moves_only_when_the_default_is_taken() -> None:
@@ -36,3 +36,14 @@ def test_a_restart_prints_the_same_demo_users_key(tmp_path: Path) -> None:
     assert made == ["csk_0"]
     assert demo_key(saved, lambda k: False, create) == "csk_1"  # refused: a new user, saved
     assert saved.read_text().strip() == "csk_1"
+
+
+def test_a_gateway_port_in_use_is_seen_before_starting() -> None:
+    """Otherwise another service's gateway answers the readiness checks and its key is printed
+    as if this one were up."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert port_taken(port)
+    assert not port_taken(port)
