@@ -73,6 +73,68 @@ def test_an_annulus_stays_one_object_with_its_hole(outer: int, inner: int) -> No
     assert objects[0].area == ring.sum()
 
 
+def _wobbly_annulus(outer: int, inner: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """An annulus whose thickness varies around it (thick and thin parts look like waists)."""
+    size = 2 * outer + 40
+    centre = (size // 2, size // 2)
+    rows, cols = np.mgrid[:size, :size]
+    angle = np.arctan2(rows - centre[0], cols - centre[1])
+    radius = np.hypot(rows - centre[0], cols - centre[1])
+    wobble = 0.25 * (outer - inner)
+    ring = (radius < outer + wobble * np.sin(3 * angle)) & (
+        radius > inner + wobble * np.cos(2 * angle + 1)
+    )
+    return ring, centre
+
+
+@pytest.mark.parametrize("outer,inner", [(20, 10), (40, 30), (70, 40), (70, 55), (120, 100)])
+def test_an_annulus_of_uneven_thickness_stays_one_object_with_its_hole(
+    outer: int, inner: int
+) -> None:
+    ring, centre = _wobbly_annulus(outer, inner)
+    labels, objects = extract_objects(ring.astype(np.float32), 0.5, 0, split=True)
+    assert len(objects) == 1
+    assert labels[centre] == 0 and len(objects[0].holes) == 1
+    assert objects[0].area == ring.sum()
+
+
+def test_a_curved_rod_of_uneven_thickness_stays_one_object() -> None:
+    # a half ring (no hole) whose thickness varies: two thick ends and a thin middle
+    ring, centre = _wobbly_annulus(60, 35)
+    rod = ring & (np.arange(ring.shape[0])[:, None] < centre[0])
+    labels = split_instances(rod)
+    assert labels.max() == 1 and np.array_equal(labels > 0, rod)
+
+
+@pytest.mark.parametrize("radius,offset", [(12, 62), (16, 66), (20, 64)])
+def test_a_ring_touching_discs_is_never_cut(radius: int, offset: int) -> None:
+    ring, centre = _wobbly_annulus(50, 30)
+    discs = _discs(
+        ring.shape,
+        [(centre[0], centre[1] + offset, radius), (centre[0] - offset, centre[1], radius)],
+    )
+    labels = split_instances(np.logical_or.reduce([ring, *discs]))
+    assert labels[centre] == 0
+    # the ring away from the discs is one object (a disc may join it or split off)
+    assert len(np.unique(labels[ring & ~np.logical_or.reduce(discs)])) == 1
+
+
+@pytest.mark.parametrize("radius", [60, 100, 150])
+def test_two_touching_large_discs_are_split(radius: int) -> None:
+    # large objects: markers searched on a shrunk mask; the cut still lands at the waist
+    shape = (3 * radius, 5 * radius)
+    a, b = _discs(
+        shape,
+        [(3 * radius // 2, radius + 10, radius), (3 * radius // 2, 27 * radius // 10 + 10, radius)],
+    )
+    labels = split_instances(a | b)
+    assert labels.max() == 2
+    for disc in (a, b):
+        values, counts = np.unique(labels[disc], return_counts=True)
+        area = np.count_nonzero(labels == values[counts.argmax()])
+        assert abs(area - (disc.sum() - (a & b).sum() / 2)) <= 0.05 * disc.sum()
+
+
 def test_a_large_disc_is_not_split() -> None:
     shape = (320, 320)
     (blob,) = _discs(shape, [(160, 160, 150)])
