@@ -140,8 +140,12 @@ def _holed(mask8: np.ndarray, components: np.ndarray) -> np.ndarray:
     if not len(inner):
         return np.zeros(0, np.intp)
     # a hole's first pixel in raster order has the enclosing object on its left
-    _, first = np.unique(background.ravel(), return_index=True)
-    return np.unique(components.ravel()[first[inner] - 1])
+    enclosing = set()
+    for index in inner.tolist():
+        top = int(stats[index, cv2.CC_STAT_TOP])
+        first = int(np.argmax(background[top] == index))
+        enclosing.add(int(components[top, first - 1]))
+    return np.array(sorted(enclosing), np.intp)
 
 
 def _split_small(
