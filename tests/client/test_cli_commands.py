@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_models_jobs_status_cancel_health(
     assert json.loads(capsys.readouterr().out)["status"] == "done"
     assert run_cli(service.url, user.key, "status", job.id[:8]) == Exit.OK  # as the page shows
     assert f"job {job.id}: done" in capsys.readouterr().out
-    assert run_cli(service.url, user.key, "status", "ffffffff") == Exit.USAGE
+    assert run_cli(service.url, user.key, "status", "ffffffff") == Exit.REFUSED
     assert "no job of yours starts with 'ffffffff'" in capsys.readouterr().err
     assert run_cli(service.url, user.key, "cancel", job.id) == Exit.OK
     assert "0 cancelled" in capsys.readouterr().out
@@ -94,14 +95,12 @@ def test_usage_refusal_and_unreachable_exit_codes(
     src = write_pngs(tmp_path / "src", 1, seed=8)[0].parent
     seg[1] = src
     assert run_cli(service.url, "wrong-key", *seg) == Exit.REFUSED
-    assert run_cli(service.url, user.key, "status", "no-such-job") == Exit.REFUSED
+    assert run_cli(service.url, user.key, "status", "no-such-job") == Exit.USAGE  # not an id
+    assert run_cli(service.url, user.key, "status", "0123abcd") == Exit.REFUSED  # none of theirs
+    assert run_cli(service.url, user.key, "status", str(uuid.uuid4())) == Exit.REFUSED
     dead = f"http://127.0.0.1:{free_port()}"
     assert run_cli(dead, user.key, "--retry-for", "0.5", "jobs") == Exit.UNAVAILABLE
-    assert (
-        run_cli(service.url, user.key, *seg[:-3], "--out", out, "--threshold", "0.7", "-q")
-        == Exit.USAGE
-    )  # OUT holds a run with other parameters
-    assert image_rows(service, user) == []
+    assert image_rows(service, user) == []  # nothing of the refused runs was stored
 
 
 @pytest.mark.parametrize(

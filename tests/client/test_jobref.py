@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cellseg_client.cli.jobref import resolve_job_id
+from cellseg_client.cli.jobref import UnknownJob, resolve_job_id
 from cellseg_client.cli.segment import UsageError
 
 IDS = [
@@ -39,11 +39,16 @@ def test_a_full_id_or_a_unique_start_names_the_job() -> None:
     ("ref", "words"),
     [
         ("3f2a9c1", "ambiguous: 2 of your jobs"),
-        ("abcdef12", "no job of yours"),
         ("3f", "not a job id"),
         ("job-1", "not a job id"),
     ],
 )
-def test_an_ambiguous_unknown_or_malformed_start_is_a_usage_error(ref: str, words: str) -> None:
+def test_an_ambiguous_or_malformed_start_is_a_usage_error(ref: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):
         resolve(ref)
+
+
+def test_a_start_matching_none_of_the_callers_jobs_is_unknown() -> None:
+    """Refused, as the service's 404 for an unknown full id, not a usage error."""
+    with pytest.raises(UnknownJob, match="no job of yours starts with 'abcdef12'"):
+        resolve("abcdef12")

@@ -13,12 +13,18 @@ MIN_PREFIX = 4
 _HEX = re.compile(r"^[0-9a-f-]+$")
 
 
+class UnknownJob(LookupError):
+    """No job of the caller's starts with the given characters (the CLI's "refused" exit, as
+    the service's 404 for an unknown full id)."""
+
+
 async def resolve_job_id(client: AsyncClient, ref: str) -> str:
     """The full id of the caller's job ``ref`` names (a full id is taken as it is).
 
     Raises:
-        UsageError: ``ref`` is not the start of an id, or matches none or several of the
-            caller's jobs (the message lists them).
+        UsageError: ``ref`` is not the start of an id, or matches several of the caller's
+            jobs (the message lists them).
+        UnknownJob: ``ref`` matches none of the caller's jobs.
     """
     ref = ref.strip().lower()
     try:
@@ -32,7 +38,7 @@ async def resolve_job_id(client: AsyncClient, ref: str) -> str:
         )
     matches = [job async for job in client.iter_jobs() if job.id.startswith(ref)]
     if not matches:
-        raise UsageError(f"no job of yours starts with {ref!r} (see: cellseg jobs)")
+        raise UnknownJob(f"no job of yours starts with {ref!r} (see: cellseg jobs)")
     if len(matches) > 1:
         listed = ", ".join(j.id for j in matches[:10])
         raise UsageError(

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cellseg_client.async_client import AsyncClient
-from cellseg_client.cli.jobref import resolve_job_id
+from cellseg_client.cli.jobref import UnknownJob, resolve_job_id
 from cellseg_client.cli.manifest import ManifestError
 from cellseg_client.cli.outputs import FORMATS
 from cellseg_client.cli.progress import Display, RichDisplay, make_display
@@ -372,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.UNAVAILABLE
     except ApiError as exc:
         log.error("the service refused: %s", exc)
+        return Exit.REFUSED
+    except UnknownJob as exc:
+        log.error("%s", exc)
         return Exit.REFUSED
     except CellsegError as exc:  # TransportError and the like: no answer
         log.error("cannot reach the service: %s", exc)
