@@ -209,8 +209,8 @@ class CreatedImage(BaseModel):
     status: ImageStatus
 
 
-class JobCreated(BaseModel):
-    """``POST /jobs`` (202): the job and its images, all queued."""
+class JobFields(BaseModel):
+    """What every job answer carries: its id, status and the parameters it was created with."""
 
     id: UUID
     status: JobStatus
@@ -221,20 +221,16 @@ class JobCreated(BaseModel):
     channel: int | None = None
     split: bool = DEFAULT_SPLIT
     diameter: float | Literal["auto"] | None = None
+
+
+class JobCreated(JobFields):
+    """``POST /jobs`` (202): the job and its images, all queued."""
+
     images: list[CreatedImage]
     created_at: Timestamp
 
 
-class JobSummary(BaseModel):
-    id: UUID
-    status: JobStatus
-    model: str
-    threshold: float
-    min_area: int
-    plane: int | None = None
-    channel: int | None = None
-    split: bool = DEFAULT_SPLIT
-    diameter: float | Literal["auto"] | None = None
+class JobSummary(JobFields):
     created_at: Timestamp
     finished_at: Timestamp | None
     counts: Counts
